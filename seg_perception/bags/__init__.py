@@ -1,0 +1,1 @@
+"""ROS 2 bags (mcap and sqlite3) through `rosbags`: our message types, writing and reading."""

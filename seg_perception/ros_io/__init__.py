@@ -1,0 +1,1 @@
+"""ROS 2 I/O: message conversion and runtime environment."""
