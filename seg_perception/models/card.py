@@ -1,0 +1,140 @@
+"""Model cards: the JSON beside every checkpoint that says what the weights are and how they were made.
+
+A checkpoint folder holds ``model.safetensors`` and ``model_card.json``. Loading checks the card
+(format, classes, input size, weights hash) before any weight is touched, then loads strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CARD_FORMAT = "seg_perception.model_card/1"
+CARD_FILE = "model_card.json"
+WEIGHTS_FILE = "model.safetensors"
+ARCHITECTURES = ("ddrnet23_slim", "bisenetv2")
+
+
+class ModelCardError(ValueError):
+    """A model card is missing, malformed or disagrees with its weights; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    id: int
+    name: str
+    is_thing: bool
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    arch: str
+    instance_head: bool
+    classes: tuple[ClassEntry, ...]
+    input_width: int
+    input_height: int
+    mean: tuple[float, float, float]  # RGB, on 0-1 pixel values
+    std: tuple[float, float, float]
+    weights_file: str = WEIGHTS_FILE
+    weights_sha256: str = ""
+    weights_dtype: str = "float16"
+    training: dict[str, Any] = field(default_factory=dict)  # command, data, recipe, duration
+    metrics: dict[str, Any] = field(default_factory=dict)  # values with the data and command that measured them
+    format: str = CARD_FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    @property
+    def thing_ids(self) -> tuple[int, ...]:
+        return tuple(c.id for c in self.classes if c.is_thing)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.input_width, self.input_height
+
+    def summary(self) -> str:
+        return (f"{self.arch} {self.input_width}x{self.input_height}, {self.num_classes} classes"
+                f"{' + instances' if self.instance_head else ''}")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_card(card: ModelCard, path: Path) -> None:
+    data = asdict(card)
+    data["classes"] = [asdict(c) for c in card.classes]
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _require(data: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in data:
+        raise ModelCardError(f"{path}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ModelCardError(f"{path}: {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def load_card(path: Path | str) -> ModelCard:
+    """Read and validate a card (a file, or a checkpoint folder holding model_card.json)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelCardError(f"{path}: no model card (every checkpoint needs its {CARD_FILE})") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelCardError(f"{path}: not readable JSON: {error}") from error
+    if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
+        raise ModelCardError(f"{path}: not a model card of format {CARD_FORMAT!r}")
+    arch = _require(data, "arch", str, path)
+    if arch not in ARCHITECTURES:
+        raise ModelCardError(f"{path}: unknown arch {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    raw_classes = _require(data, "classes", list, path)
+    classes = []
+    for i, entry in enumerate(raw_classes):
+        if not isinstance(entry, dict) or entry.get("id") != i or not isinstance(entry.get("name"), str):
+            raise ModelCardError(f"{path}: classes[{i}] must be {{id: {i}, name: str, is_thing: bool}}, got {entry!r}")
+        classes.append(ClassEntry(id=i, name=entry["name"], is_thing=bool(entry.get("is_thing", False))))
+    if len(classes) < 2 or len({c.name for c in classes}) != len(classes):
+        raise ModelCardError(f"{path}: needs at least two classes with unique names")
+    width, height = _require(data, "input_width", int, path), _require(data, "input_height", int, path)
+    if width < 32 or height < 32:
+        raise ModelCardError(f"{path}: input size {width}x{height} is too small (minimum 32x32)")
+    mean, std = _require(data, "mean", list, path), _require(data, "std", list, path)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ModelCardError(f"{path}: mean and std need three values (RGB), std > 0")
+    return ModelCard(
+        arch=arch, instance_head=_require(data, "instance_head", bool, path), classes=tuple(classes),
+        input_width=width, input_height=height, mean=tuple(mean), std=tuple(std),
+        weights_file=_require(data, "weights_file", str, path), weights_sha256=data.get("weights_sha256", ""),
+        weights_dtype=data.get("weights_dtype", "float16"), training=data.get("training", {}),
+        metrics=data.get("metrics", {}),
+    )
+
+
+def weights_path(card_path: Path | str, card: ModelCard) -> Path:
+    """The weights file a card names, checked against the card's sha256."""
+    card_path = Path(card_path)
+    folder = card_path if card_path.is_dir() else card_path.parent
+    path = folder / card.weights_file
+    if not path.is_file():
+        raise ModelCardError(f"{folder / CARD_FILE}: names weights {card.weights_file!r}, which is missing")
+    if card.weights_sha256 and sha256_of(path) != card.weights_sha256:
+        raise ModelCardError(f"{path}: sha256 differs from the model card's; the weights are not the card's")
+    return path

@@ -1,0 +1,1 @@
+"""From network outputs to products: panoptic grouping, role masks (drivable, lane, obstacles)."""

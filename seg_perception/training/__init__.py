@@ -1,0 +1,1 @@
+"""Training the panoptic model: datasets with augmentation, losses, the training loop."""

@@ -1,0 +1,132 @@
+"""Panoptic grouping and role masks on exact inputs (no network): ground truth in, ground truth out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seg_perception.datasets import labels
+from seg_perception.datasets.targets import instance_targets
+from seg_perception.postprocess.panoptic import PanopticConfig, find_centers, group_batch, group_instances
+from seg_perception.postprocess.roles import RoleConfigError, load_role_config, resolve_roles, role_masks
+from seg_perception.ros_io.environment import config_file
+
+CAR, PERSON, ROAD, SIDEWALK, POLE = (labels.train_id(n) for n in ("car", "person", "road", "sidewalk", "pole"))
+CONFIG = PanopticConfig(thing_ids=labels.THING_TRAIN_IDS, min_area=10)
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray]:
+    """Road with two cars side by side (touching), a person, and a tiny car fragment."""
+    semantic = np.full((60, 90), ROAD, np.int64)
+    semantic[:10] = SIDEWALK
+    instance = np.full((60, 90), 7, np.int32)  # labelId of road for stuff
+    blobs = [((20, 40), (10, 30), CAR, 26000), ((20, 40), (30, 55), CAR, 26001), ((5, 30), (70, 76), PERSON, 24003)]
+    for (y0, y1), (x0, x1), cls, inst in blobs:
+        semantic[y0:y1, x0:x1] = cls
+        instance[y0:y1, x0:x1] = inst
+    semantic[50:52, 80:83] = CAR  # 6 px: below min_area
+    instance[50:52, 80:83] = 26004
+    return semantic, instance
+
+
+def _as_network_outputs(semantic: np.ndarray, instance: np.ndarray):
+    targets = instance_targets(instance, sigma=3.0)
+    return torch.from_numpy(semantic), torch.from_numpy(targets.center), torch.from_numpy(targets.offset)
+
+
+def test_ground_truth_targets_group_back_into_the_ground_truth_instances() -> None:
+    semantic, instance = _scene()
+    sem, center, offset = _as_network_outputs(semantic, instance)
+    frame = group_instances(sem, center, offset, CONFIG)
+
+    assert len(frame.infos) == 3  # the 6-px fragment is below min_area
+    for info in frame.infos:
+        mask = frame.instances.numpy() == info.instance_id
+        gt_ids = np.unique(instance[mask])
+        assert len(gt_ids) == 1, "an instance mixes ground-truth objects"
+        assert mask.sum() == (instance == gt_ids[0]).sum(), "an instance lost pixels"
+        expected_class = labels.label_ids_to_train_ids(np.array([gt_ids[0] // 1000], np.uint8))[0]
+        assert info.class_id == expected_class
+        ys, xs = np.nonzero(mask)
+        assert info.bbox_xywh == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert info.area_px == mask.sum()
+        assert info.centroid_xy == pytest.approx((xs.mean(), ys.mean()))
+        assert info.score == pytest.approx(1.0)
+    assert (frame.instances.numpy()[instance == 26004] == 0).all()
+    assert (frame.semantic.numpy() == semantic).all(), "exact semantics must not change"
+    assert [i.instance_id for i in frame.infos] == [1, 2, 3]
+
+
+def test_majority_vote_relabels_a_minority_of_wrong_classes() -> None:
+    semantic, instance = _scene()
+    sem, center, offset = _as_network_outputs(semantic, instance)
+    noisy = sem.clone()
+    noisy[20:24, 10:30] = labels.train_id("truck")  # 80 of 400 car pixels mislabelled
+    frame = group_instances(noisy, center, offset, CONFIG)
+    first_car = frame.instances[30, 20]
+    assert frame.infos[int(first_car) - 1].class_id == CAR
+    assert int(frame.semantic[21, 15]) == CAR
+
+
+def test_no_centers_or_no_things_give_no_instances() -> None:
+    semantic, instance = _scene()
+    sem, center, offset = _as_network_outputs(semantic, instance)
+    empty = group_instances(sem, torch.zeros_like(center), offset, CONFIG)
+    assert empty.infos == () and int(empty.instances.max()) == 0
+    stuff_only = torch.full_like(sem, ROAD)
+    assert group_instances(stuff_only, center, offset, CONFIG).infos == ()
+
+
+def test_center_nms_threshold_and_top_k() -> None:
+    heat = torch.zeros(50, 50)
+    heat[10, 10], heat[11, 11], heat[30, 30], heat[40, 5] = 0.9, 0.8, 0.5, 0.05
+    coords, scores = find_centers(heat, PanopticConfig(thing_ids=(1,), nms_kernel=5, center_threshold=0.1))
+    assert coords.tolist() == [[10, 10], [30, 30]] and scores.tolist() == pytest.approx([0.9, 0.5])
+    coords, _ = find_centers(heat, PanopticConfig(thing_ids=(1,), nms_kernel=5, top_k=1))
+    assert coords.tolist() == [[10, 10]]
+    with pytest.raises(ValueError, match="nms_kernel"):
+        PanopticConfig(thing_ids=(1,), nms_kernel=4)
+
+
+def test_batch_matches_single_images() -> None:
+    semantic, instance = _scene()
+    sem, center, offset = _as_network_outputs(semantic, instance)
+    flipped = [t.flip(-1) for t in (sem, center, offset)]
+    flipped[2] = flipped[2] * torch.tensor([1.0, -1.0])[:, None, None]  # dx changes sign under a flip
+    batch = group_batch(torch.stack([sem, flipped[0]]), torch.stack([center, flipped[1]])[:, None],
+                        torch.stack([offset, flipped[2]]), CONFIG)
+    assert len(batch) == 2 and len(batch[0].infos) == len(batch[1].infos) == 3
+    assert (batch[1].instances.flip(-1) > 0).eq(batch[0].instances > 0).all()
+
+
+def test_role_masks_from_the_shipped_config() -> None:
+    roles = load_role_config(config_file("classes.yaml"))
+    mapping = resolve_roles(roles, labels.CLASS_NAMES, labels.THING_TRAIN_IDS)
+    assert mapping.drivable == (ROAD, labels.LANE_MARKING)
+    assert mapping.missing == {"drivable": ("parking",)}  # not in our label space: skipped, recorded
+    assert set(labels.THING_TRAIN_IDS) < set(mapping.obstacles) and POLE in mapping.obstacles
+    semantic, _ = _scene()
+    semantic[45:47, 0:90] = labels.LANE_MARKING
+    semantic[0:5, 0:3] = POLE
+    masks = role_masks(torch.from_numpy(semantic)[None], mapping)
+    assert masks["drivable"][0].numpy().sum() == np.isin(semantic, [ROAD, labels.LANE_MARKING]).sum()
+    assert (masks["lane"][0].numpy() == (semantic == labels.LANE_MARKING)).all()
+    assert masks["obstacles"][0, 0, 0] and masks["obstacles"][0, 30, 20] and not masks["obstacles"][0, 45, 0]
+    assert not (masks["drivable"] & masks["obstacles"]).any()
+
+
+def test_a_model_without_lane_class_has_no_lane_role() -> None:
+    roles = load_role_config(config_file("classes.yaml"))
+    cityscapes_only = labels.CLASS_NAMES[:19]
+    mapping = resolve_roles(roles, cityscapes_only, labels.THING_TRAIN_IDS)
+    assert mapping.unavailable_roles() == ("lane",)
+    masks = role_masks(torch.zeros(1, 4, 4, dtype=torch.long), mapping)
+    assert "lane" not in masks, "an unavailable role must not be an empty mask pretending to be a result"
+
+
+def test_bad_role_config_names_the_file(tmp_path) -> None:
+    bad = tmp_path / "classes.yaml"
+    bad.write_text("roles: {drivable: road, lane: [], obstacles: {things: true, static: []}}")
+    with pytest.raises(RoleConfigError, match=r"classes\.yaml.*drivable"):
+        load_role_config(bad)
