@@ -1,0 +1,61 @@
+"""Prediction heads: semantic segmentation heads and the proposal-free instance head.
+
+All heads predict at the feature resolution; ``PanopticNet`` resizes their outputs to the input size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from seg_perception.models.blocks import BNReLUConv, ConvBN
+
+
+class PreActSegHead(nn.Module):
+    """DDRNet's segmentation head: BN-ReLU-3x3 conv, then BN-ReLU-1x1 conv to class logits.
+
+    Pre-activation because DDRNet's fused features are an un-activated sum of both branches.
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.refine = BNReLUConv(in_channels, mid_channels, kernel_size=3)
+        self.classify = BNReLUConv(mid_channels, num_classes, kernel_size=1, conv_bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.refine(x))
+
+
+class SegHead(nn.Module):
+    """BiSeNetV2's segmentation head: 3x3 conv-BN-ReLU, then a 1x1 conv to class logits."""
+
+    def __init__(self, in_channels: int, mid_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.refine = ConvBN(in_channels, mid_channels)
+        self.classify = nn.Conv2d(mid_channels, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.refine(x))
+
+
+class InstanceHead(nn.Module):
+    """Panoptic-DeepLab style, class-agnostic: a centre heatmap (1 channel) and offsets to the centre (2 channels).
+
+    Separate centre and offset branches, as Panoptic-DeepLab's separate prediction heads.
+    Outputs are raw (centre logits, offsets in pixels); the caller applies the sigmoid and resizing.
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int = 64) -> None:
+        super().__init__()
+        self.center = nn.Sequential(ConvBN(in_channels, mid_channels), nn.Conv2d(mid_channels, 1, kernel_size=1))
+        self.offset = nn.Sequential(ConvBN(in_channels, mid_channels), nn.Conv2d(mid_channels, 2, kernel_size=1))
+
+    def init_center_prior(self, prior: float = 0.01) -> None:
+        """Start the heatmap near ``prior`` everywhere instead of 0.5: the target is almost all zero, and a 0.5 start
+        makes the centre loss dominate the first steps of training (the focal-loss prior trick)."""
+        nn.init.constant_(self.center[-1].bias, -math.log((1.0 - prior) / prior))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.center(x), self.offset(x)

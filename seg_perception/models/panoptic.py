@@ -1,0 +1,136 @@
+"""``PanopticNet``: a backbone with a semantic head, an optional instance head and training-only auxiliary heads.
+
+Output contract (H, W = input size; every output is resized bilinearly to it):
+
+* Training mode (``deploy=False``) returns ``TrainingOutputs``, a dict:
+    ``"semantic"``: (N, C, H, W) float class logits;
+    ``"aux"``: list of (N, C, H, W) float logits of the auxiliary heads (the papers' deep supervision);
+    ``"center"``: (N, 1, H, W) float centre-heatmap *logits* (apply a sigmoid for [0, 1]);
+    ``"offset"``: (N, 2, H, W) float offsets, channel 0 = dy, channel 1 = dx, in input pixels, pointing from
+    each pixel to the centre of its instance (same convention as ``datasets.targets.instance_targets``).
+  ``"center"`` and ``"offset"`` are absent when the model has no instance head.
+* Deploy mode (``deploy=True``) returns ``ModelOutputs`` (a NamedTuple, exports as 4 outputs):
+    ``semantic_logits`` (N, C, H, W) float, kept because temporal smoothing works on class probabilities;
+    ``semantic_ids`` (N, H, W) int64, ``semantic_logits.argmax(1)`` computed in the graph;
+    ``center`` (N, 1, H, W) float in [0, 1] (sigmoid applied) or None without an instance head;
+    ``offset`` (N, 2, H, W) float as in training, or None without an instance head.
+  Deploy models carry no auxiliary heads (neither parameters nor outputs).
+
+Inputs are (N, 3, H, W) float RGB, already normalised with the ImageNet mean/std (see ``NormalizedModel``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, NotRequired, Protocol, TypedDict
+
+import torch
+from torch import nn
+
+from seg_perception.models.blocks import resize_to
+from seg_perception.models.heads import InstanceHead
+
+
+class BackboneFeatures(NamedTuple):
+    shared: torch.Tensor  # what the semantic and instance heads read
+    aux: list[torch.Tensor]  # inputs of the auxiliary heads, in the order of ``PanopticNet.aux_heads``
+
+
+class Backbone(Protocol):
+    out_channels: int
+    aux_channels: tuple[int, ...]
+
+    def __call__(self, image: torch.Tensor) -> BackboneFeatures: ...
+
+
+class ModelOutputs(NamedTuple):
+    """Deploy-mode outputs; see the module docstring for the exact contract."""
+
+    semantic_logits: torch.Tensor
+    semantic_ids: torch.Tensor
+    center: torch.Tensor | None
+    offset: torch.Tensor | None
+
+
+class TrainingOutputs(TypedDict):
+    semantic: torch.Tensor
+    aux: list[torch.Tensor]
+    center: NotRequired[torch.Tensor]
+    offset: NotRequired[torch.Tensor]
+
+
+class PanopticNet(nn.Module):
+    def __init__(
+        self,
+        *,
+        arch: str,
+        num_classes: int,
+        backbone: nn.Module,
+        semantic_head: nn.Module,
+        aux_heads: Sequence[nn.Module],
+        aux_loss_weights: Sequence[float],
+        instance_head: InstanceHead | None,
+        deploy: bool,
+    ) -> None:
+        super().__init__()
+        if deploy and aux_heads:
+            raise ValueError("a deploy-mode model carries no auxiliary heads")
+        if len(aux_loss_weights) != len(aux_heads):
+            raise ValueError(f"{len(aux_heads)} auxiliary heads but {len(aux_loss_weights)} loss weights")
+        self.arch = arch
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.semantic_head = semantic_head
+        self.aux_heads = nn.ModuleList(aux_heads)
+        # The papers' weights of the auxiliary losses relative to the main one, in ``aux_heads`` order.
+        self.aux_loss_weights = tuple(aux_loss_weights)
+        self.instance_head = instance_head
+        self.is_deploy = deploy
+        self.apply(_init_weights)
+        if instance_head is not None:
+            instance_head.init_center_prior()
+        if deploy:
+            self.eval()  # batch statistics make no sense at inference; train() remains possible for fine-tuning
+
+    def to_deploy(self) -> PanopticNet:
+        """Switch to deploy mode in place, for good: drops the auxiliary heads and sets eval mode."""
+        self.aux_heads = nn.ModuleList()
+        self.aux_loss_weights = ()
+        self.is_deploy = True
+        return self.eval()
+
+    def forward(self, image: torch.Tensor) -> TrainingOutputs | ModelOutputs:
+        size = image.shape[-2:]
+        features = self.backbone(image)
+        semantic = resize_to(self.semantic_head(features.shared), size)
+        center = offset = None
+        if self.instance_head is not None:
+            center_logits, offset_small = self.instance_head(features.shared)
+            # Offsets are learnt directly in input pixels (losses compare them after this resize); no rescaling.
+            center, offset = resize_to(center_logits, size), resize_to(offset_small, size)
+
+        if self.is_deploy:
+            return ModelOutputs(
+                semantic_logits=semantic,
+                semantic_ids=semantic.argmax(dim=1),
+                center=None if center is None else center.sigmoid(),
+                offset=offset,
+            )
+
+        aux = [resize_to(head(x), size) for head, x in zip(self.aux_heads, features.aux, strict=True)]
+        outputs = TrainingOutputs(semantic=semantic, aux=aux)
+        if center is not None and offset is not None:
+            outputs["center"] = center
+            outputs["offset"] = offset
+        return outputs
+
+
+def _init_weights(module: nn.Module) -> None:
+    # He initialisation for ReLU networks (as DDRNet's reference code); BN starts as the identity.
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
