@@ -32,8 +32,24 @@ apply_ros_defaults()
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _children() -> list[str]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(stat.parent.name)
+    return found
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_LOG_DIR, ignore_errors=True)
+    leftovers = _children()
+    if leftovers:  # a test started a process and did not stop it: fail the run, naming them
+        print(f"\nERROR: the test run left child processes behind: {', '.join(leftovers)}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 class ProcessGroup:

@@ -43,7 +43,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, class_id: int,
 @dataclass(frozen=True)
 class LossWeights:
     semantic: float = 1.0
-    aux: float = 0.4  # DDRNet's auxiliary head; BiSeNetV2 boosters use 1.0 (set by the trainer per arch)
+    aux: tuple[float, ...] = ()  # one weight per auxiliary head, the papers' (PanopticNet.aux_loss_weights)
     center: float = 200.0  # Panoptic-DeepLab
     offset: float = 0.01  # Panoptic-DeepLab
     lane_dice: float = 0.0  # 0 disables the Dice term
@@ -64,12 +64,15 @@ def panoptic_loss(outputs: dict, batch: dict[str, torch.Tensor], weights: LossWe
     terms["semantic"] = weights.semantic * seg(outputs["semantic"])
     aux = outputs.get("aux") or []
     if aux:
-        terms["aux"] = weights.aux * sum(seg(a) for a in aux)
+        if len(aux) != len(weights.aux):
+            raise ValueError(f"{len(aux)} auxiliary outputs but {len(weights.aux)} auxiliary loss weights")
+        terms["aux"] = sum(w * seg(a) for w, a in zip(weights.aux, aux, strict=True))
     if weights.lane_dice > 0:
         terms["lane_dice"] = weights.lane_dice * dice_loss(outputs["semantic"], semantic_target, weights.lane_class)
     if "center" in outputs:
         center_weight = batch["center_weight"]
-        squared = (outputs["center"] - batch["center"]) ** 2 * center_weight
+        # The model outputs centre logits; deploy applies the sigmoid, so the loss sees the same [0, 1] values.
+        squared = (outputs["center"].sigmoid() - batch["center"]) ** 2 * center_weight
         terms["center"] = weights.center * squared.sum() / center_weight.sum().clamp(min=1.0)
         offset_weight = batch["offset_weight"]
         absolute = (outputs["offset"] - batch["offset"]).abs() * offset_weight

@@ -1,0 +1,205 @@
+"""`seg-perception`: one command line for the whole product.
+
+Subcommands land with their issues; those not here yet are listed in --help with where they come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from seg_perception.ros_io.environment import apply_ros_defaults
+
+PLANNED = {
+    "export": "export ONNX / build TensorRT engines (issue #4)",
+    "bench": "benchmark backends side by side (issue #4)",
+    "node": "run the ROS 2 node from a params file (issue #5)",
+    "eval BAG": "replay bags and compute metrics (issue #6); `eval --dataset` works on folders now",
+    "play": "publish a bag's camera topics (issue #6)",
+    "record": "record the node's outputs to a bag (issue #6)",
+}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1024x512, got {text!r}") from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"size {text} is too small (minimum 16x16)")
+    return width, height
+
+
+def parse_scale_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scale range must look like 0.5,2.0, got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"scale range needs 0 < MIN <= MAX, got {text}")
+    return low, high
+
+
+def parse_cameras(text: str) -> tuple[str, ...]:
+    from seg_perception.synth import RIG_YAWS_DEG
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in RIG_YAWS_DEG]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown camera(s) {unknown or text!r}; known: {', '.join(RIG_YAWS_DEG)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"camera listed twice in {text!r}")
+    return names
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--sequences", type=int, default=1, help="number of independent drives (default 1)")
+    parser.add_argument("--frames", type=int, default=100, help="frames per sequence and camera (default 100)")
+    parser.add_argument("--size", type=parse_size, default=(1024, 512), help="WxH (default 1024x512)")
+    parser.add_argument("--seed", type=int, default=0, help="world seed; same seed, same data (default 0)")
+    parser.add_argument("--format", choices=("cityscapes", "bag"), default="cityscapes", dest="fmt")
+    parser.add_argument("--cameras", type=parse_cameras, default=("front",),
+                        help="comma-separated rig cameras, e.g. front,front_left (default front)")
+    parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the sequences (default 10)")
+    parser.add_argument("--split", default="train", help="Cityscapes split folder (default train)")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
+    parser.add_argument("--compressed", action="store_true", help="bag images as jpeg CompressedImage")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one sequence each (default 1)")
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from seg_perception.datasets.synthetic import write_synthetic
+
+    width, height = args.size
+    start = time.perf_counter()
+    manifest = write_synthetic(
+        args.out, fmt=args.fmt, sequences=args.sequences, frames=args.frames, width=width, height=height,
+        seed=args.seed, cameras=args.cameras, fps=args.fps, split=args.split, storage=args.storage,
+        compressed=args.compressed, workers=args.workers,
+    )
+    total = args.sequences * args.frames * len(args.cameras)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {total} images ({args.fmt}) to {args.out} in {elapsed:.1f} s; manifest: {manifest}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seg_perception.training.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        train_data=tuple(args.data), val_data=tuple(args.val_data), out=str(args.out), arch=args.arch,
+        input_size=args.input_size, crop_size=args.crop_size, scale_range=args.scale_range,
+        batch_size=args.batch_size, epochs=args.epochs,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, lane_dice=args.lane_dice,
+        workers=args.workers, seed=args.seed, device=args.device, amp=not args.no_amp,
+        max_iterations=args.max_iterations, fp16_weights=not args.fp32_weights,
+    )
+    train(config, resume=args.resume)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from seg_perception.evaluation.dataset_eval import EvalSettings, evaluate_model
+    from seg_perception.models.checkpoint import load_checkpoint
+    from seg_perception.postprocess.panoptic import PanopticConfig
+    from seg_perception.postprocess.roles import load_role_config, resolve_roles
+    from seg_perception.ros_io.environment import config_file
+    from seg_perception.training.data import parse_data_spec
+
+    if not args.dataset:
+        raise ValueError("give --dataset KIND:PATH:SPLIT (bag replay comes with issue #6)")
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, card = load_checkpoint(args.model, device=device)
+    roles = resolve_roles(load_role_config(args.classes or config_file("classes.yaml")), card.class_names,
+                          card.thing_ids)
+    settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=card.input_size,
+                            mean=card.mean, std=card.std, roles=roles,
+                            panoptic=PanopticConfig(thing_ids=card.thing_ids))
+    refs = [ref for spec in args.dataset for ref in parse_data_spec(spec)]
+    result = evaluate_model(model, refs, settings, device=device, batch_size=args.batch_size)
+    result["model"] = str(args.model)
+    result["data"] = list(args.dataset)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from seg_perception.demo import run_demo
+
+    return run_demo(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "coming with later issues:\n" + "\n".join(f"  {name:8s} {what}" for name, what in PLANNED.items())
+    parser = argparse.ArgumentParser(
+        prog="seg-perception", description=__doc__.splitlines()[0], epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    synth = sub.add_parser("synth", help="generate synthetic driving sequences with exact ground truth")
+    add_synth_arguments(synth)
+    synth.set_defaults(run=cmd_synth)
+    trainer = sub.add_parser("train", help="train the panoptic model (DDRNet-23-slim or BiSeNetV2 + instance head)")
+    trainer.add_argument("--data", action="append", required=True,
+                         help="training set KIND:PATH:SPLIT (cityscapes, synthetic, bdd100k[:10k|:100k]); repeatable")
+    trainer.add_argument("--val-data", action="append", default=[], help="validation set, same form; repeatable")
+    trainer.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    trainer.add_argument("--arch", choices=("ddrnet23_slim", "bisenetv2"), default="ddrnet23_slim")
+    trainer.add_argument("--input-size", type=parse_size, default=(1024, 512), help="model input WxH (1024x512)")
+    trainer.add_argument("--crop-size", type=parse_size, default=(512, 256), help="training crop WxH (512x256)")
+    trainer.add_argument("--scale-range", type=parse_scale_range, default=(0.5, 2.0),
+                         help="random rescaling of the input size before cropping, MIN,MAX (0.5,2.0)")
+    trainer.add_argument("--batch-size", type=int, default=8)
+    trainer.add_argument("--epochs", type=int, default=10)
+    trainer.add_argument("--max-iterations", type=int, default=0, help="stop after this many iterations (0: none)")
+    trainer.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    trainer.add_argument("--lr", type=float, default=2e-3)
+    trainer.add_argument("--weight-decay", type=float, default=1e-2)
+    trainer.add_argument("--lane-dice", type=float, default=0.5, help="weight of the lane Dice term (0: off)")
+    trainer.add_argument("--workers", type=int, default=2, help="data loader processes")
+    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    trainer.add_argument("--no-amp", action="store_true", help="full precision on GPU")
+    trainer.add_argument("--fp32-weights", action="store_true", help="store fp32 instead of fp16 weights")
+    trainer.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    trainer.set_defaults(run=cmd_train)
+    evaluate = sub.add_parser("eval", help="metrics of a checkpoint on labelled folders (bags: issue #6)")
+    evaluate.add_argument("--model", type=Path, required=True, help="checkpoint folder (model_card.json + weights)")
+    evaluate.add_argument("--dataset", action="append", default=[], help="KIND:PATH:SPLIT; repeatable")
+    evaluate.add_argument("--classes", type=Path, help="role mapping (default config/classes.yaml)")
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", type=Path, help="also write the metrics to this file")
+    evaluate.set_defaults(run=cmd_eval)
+    demo = sub.add_parser("demo", help="the newcomer's first run (make demo)")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything can create a DDS participant: Fast DDS reads its profile at that moment.
+    apply_ros_defaults()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        print(f"seg-perception {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

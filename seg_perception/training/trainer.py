@@ -1,0 +1,249 @@
+"""The training loop behind `seg-perception train`.
+
+Poly learning rate, AdamW or SGD, AMP on CUDA, checkpoint every epoch and resume, validation metrics
+every epoch, DDP when started by ``torchrun`` (one process per GPU). The result is a checkpoint folder
+(``model.safetensors`` + ``model_card.json``) that the rest of the product loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from seg_perception.datasets import labels
+from seg_perception.evaluation.dataset_eval import EvalSettings, evaluate_model
+from seg_perception.models.card import CARD_FILE, WEIGHTS_FILE, ClassEntry, ModelCard, save_card, sha256_of
+from seg_perception.models.factory import build_model
+from seg_perception.models.weights import save_weights
+from seg_perception.postprocess.panoptic import PanopticConfig
+from seg_perception.postprocess.roles import load_role_config, resolve_roles
+from seg_perception.ros_io.environment import config_file
+from seg_perception.training.data import IMAGENET_MEAN, IMAGENET_STD, Augmentation, PanopticDataset, parse_data_spec
+from seg_perception.training.losses import LossWeights, panoptic_loss
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_data: tuple[str, ...]
+    out: str
+    val_data: tuple[str, ...] = ()
+    arch: str = "ddrnet23_slim"
+    input_size: tuple[int, int] = (1024, 512)  # (width, height) the model sees at inference
+    crop_size: tuple[int, int] = (512, 256)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    batch_size: int = 8
+    epochs: int = 10
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    lane_dice: float = 0.5
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # only on CUDA
+    max_iterations: int = 0  # stop early (smoke tests); 0 = epochs decide
+    val_batch_size: int = 4
+    fp16_weights: bool = True
+    command: str = field(default_factory=lambda: shlex.join(["seg-perception", *sys.argv[1:]]))
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank), initialising the process group when torchrun started us."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(config: TrainConfig, local_rank: int) -> torch.device:
+    if config.device != "auto":
+        return torch.device(config.device)
+    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _role_mapping():
+    roles = load_role_config(config_file("classes.yaml"))
+    return roles, resolve_roles(roles, labels.CLASS_NAMES, labels.THING_TRAIN_IDS)
+
+
+def _card(config: TrainConfig, *, weights: Path, metrics: dict, duration_s: float, iterations: int) -> ModelCard:
+    roles, _ = _role_mapping()
+    return ModelCard(
+        arch=config.arch, instance_head=True,
+        classes=tuple(ClassEntry(c.train_id, c.name, c.is_thing) for c in labels.CLASSES),
+        input_width=config.input_size[0], input_height=config.input_size[1], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights_file=weights.name, weights_sha256=sha256_of(weights),
+        weights_dtype="float16" if config.fp16_weights else "float32",
+        training={"command": config.command, "data": list(config.train_data), "val_data": list(config.val_data),
+                  "recipe": {k: v for k, v in asdict(config).items() if k not in ("command", "out")},
+                  "iterations": iterations, "duration_s": round(duration_s, 1), "roles": roles,
+                  "torch": torch.__version__},
+        metrics=metrics,
+    )
+
+
+def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train and write the checkpoint folder ``config.out``; returns its path."""
+    rank, world, local_rank = _distributed()
+    device = _device(config, local_rank)
+    out = Path(config.out)
+    torch.manual_seed(config.seed)
+    if config.optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be adamw or sgd, got {config.optimizer!r}")
+
+    train_refs = [ref for spec in config.train_data for ref in parse_data_spec(spec)]
+    val_refs = [ref for spec in config.val_data for ref in parse_data_spec(spec)]
+    dataset = PanopticDataset(train_refs, input_size=config.input_size, seed=config.seed,
+                              augmentation=Augmentation(crop_size=config.crop_size, scale_range=config.scale_range))
+    sampler = DistributedSampler(dataset, seed=config.seed) if world > 1 else None
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=config.workers, drop_last=len(dataset) >= config.batch_size,
+                        persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed))
+
+    model = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES).to(device)
+    if world > 1:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
+                                                          else None)
+    net = model.module if world > 1 else model
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    total_iterations = config.epochs * len(loader)
+    if config.max_iterations:
+        total_iterations = min(total_iterations, config.max_iterations)
+    crop_pixels = config.crop_size[0] * config.crop_size[1]
+    weights = LossWeights(aux=net.aux_loss_weights, lane_dice=config.lane_dice,
+                          lane_class=labels.LANE_MARKING, ohem_min_kept=max(1, config.batch_size * crop_pixels // 16))
+
+    start_epoch, iteration, history = 0, 0, []
+    if resume:
+        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, iteration, history = state["epoch"], state["iteration"], json.loads(state["history"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    _, role_mapping = _role_mapping()
+    eval_settings = EvalSettings(
+        class_names=labels.CLASS_NAMES, thing_ids=labels.THING_TRAIN_IDS, input_size=config.input_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, roles=role_mapping,
+        panoptic=PanopticConfig(thing_ids=labels.THING_TRAIN_IDS),
+    )
+    epoch = start_epoch
+    while epoch < config.epochs and iteration < total_iterations:
+        model.train()
+        dataset.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        seen, batches, epoch_start = 0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=not show_progress or rank != 0)
+        for batch in bar:
+            if iteration >= total_iterations:
+                break
+            lr = config.lr * (1 - iteration / total_iterations) ** 0.9
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                outputs = model(batch["image"])
+            terms = panoptic_loss({k: (v.float() if torch.is_tensor(v) else [a.float() for a in v])
+                                   for k, v in outputs.items()}, batch, weights)
+            if not torch.isfinite(terms["total"]):
+                raise FloatingPointError(f"loss is {terms['total'].item()} at iteration {iteration}; "
+                                         "lower --lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            batches += 1
+            seen += batch["image"].shape[0] * world
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{sums['total'] / batches:.3f}", lr=f"{lr:.2e}",
+                            img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}")
+        epoch += 1
+        record = {"epoch": epoch, "iteration": iteration, "lr": lr,
+                  "loss": {k: round(v / max(1, batches), 5) for k, v in sums.items()},
+                  "images_per_s": round(seen / (time.perf_counter() - epoch_start), 2)}
+        if rank == 0 and val_refs:
+            net.eval()
+            deploy_forward = _DeployView(net)
+            record["val"] = evaluate_model(net, val_refs, eval_settings, device=device,
+                                           batch_size=config.val_batch_size, show_progress=show_progress,
+                                           forward=deploy_forward)
+        if rank == 0:
+            history.append(record)
+            with (out / LOG).open("a") as log:
+                log.write(json.dumps(record) + "\n")
+            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(), "epoch": epoch, "iteration": iteration,
+                        "history": json.dumps(history), "config": json.dumps(asdict(config))}, out / CHECKPOINT)
+            summary = record.get("val", {})
+            print(f"epoch {epoch}: loss {record['loss'].get('total', float('nan')):.4f}"
+                  + (f", val mIoU {summary.get('miou')}" if summary else ""), flush=True)
+
+    if rank == 0:
+        _export(net, config, history, duration_s=time.perf_counter() - started, iterations=iteration)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+class _DeployView:
+    """Deploy-mode outputs from a training-mode network, without copying it (validation during training)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.net = net
+
+    def __call__(self, image: torch.Tensor):
+        was_deploy = self.net.is_deploy
+        self.net.is_deploy = True  # aux heads are skipped in the deploy branch of forward
+        try:
+            return self.net(image)
+        finally:
+            self.net.is_deploy = was_deploy
+
+
+def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, duration_s: float, iterations: int) -> None:
+    """The product's checkpoint: deploy-mode weights (no aux heads) and the model card."""
+    out = Path(config.out)
+    deploy = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES, deploy=True)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("aux_heads.")}
+    deploy.load_state_dict(state, strict=True)
+    weights = out / WEIGHTS_FILE
+    save_weights(deploy, weights, fp16=config.fp16_weights)
+    last_val = next((r["val"] for r in reversed(history) if "val" in r), None)
+    metrics = {}
+    if last_val is not None:
+        metrics["validation_during_training"] = {"data": list(config.val_data), "values": last_val,
+                                                 "note": "fp32 weights at the end of training"}
+    save_card(_card(replace(config), weights=weights, metrics=metrics, duration_s=duration_s,
+                    iterations=iterations), out / CARD_FILE)
+    print(f"wrote {weights} and {out / CARD_FILE}", flush=True)

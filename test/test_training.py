@@ -1,0 +1,254 @@
+"""Training side: dataset loaders on tiny folders in the real layouts, targets, losses, a 2-iteration
+training run that writes a loadable checkpoint, and strict checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seg_perception.datasets import bdd100k, cityscapes, labels
+from seg_perception.datasets.cityscapes import DatasetError
+from seg_perception.datasets.synthetic import write_synthetic
+from seg_perception.models.card import ModelCardError, load_card, save_card
+from seg_perception.models.checkpoint import load_checkpoint
+from seg_perception.models.weights import WeightsError
+from seg_perception.training.data import Augmentation, PanopticDataset, parse_data_spec
+from seg_perception.training.losses import LossWeights, ohem_cross_entropy, panoptic_loss
+from seg_perception.training.trainer import TrainConfig, train
+
+
+def _write_bdd(root: Path) -> np.ndarray:
+    """One 10k image with semantic + panoptic labels and one 100k image with drivable + lane masks."""
+    h, w = 40, 60
+    image = np.full((h, w, 3), 90, np.uint8)
+    for sub, name in (("10k", "a1"), ("100k", "b1")):
+        path = root / "images" / sub / "val" / f"{name}.jpg"
+        path.parent.mkdir(parents=True)
+        cv2.imwrite(str(path), image)
+    semantic = np.full((h, w), labels.train_id("road"), np.uint8)
+    semantic[:10] = labels.train_id("sky")
+    semantic[20:30, 10:20] = labels.train_id("car")
+    semantic[0, 0] = 255
+    (root / "labels/sem_seg/masks/val").mkdir(parents=True)
+    cv2.imwrite(str(root / "labels/sem_seg/masks/val/a1.png"), semantic)
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 0] = 7  # road (BDD100K panoptic id)
+    rgba[:10, :, 0] = 30  # sky
+    rgba[20:30, 10:20] = (35, 0, 0, 41)  # car, annotation 41
+    rgba[20:30, 40:50] = (35, 2, 0, 42)  # car marked crowd (attribute bit 1)
+    (root / "labels/pan_seg/bitmasks/val").mkdir(parents=True)
+    cv2.imwrite(str(root / "labels/pan_seg/bitmasks/val/a1.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    drivable = np.full((h, w), 2, np.uint8)
+    drivable[25:] = 0
+    drivable[20:25] = 1
+    lane = np.full((h, w), 255, np.uint8)
+    lane[30:, 30] = 6  # single white, solid
+    lane[30:, 5] = 4  # road curb: not a painted lane line
+    for kind, array in (("drivable", drivable), ("lane", lane)):
+        (root / f"labels/{kind}/masks/val").mkdir(parents=True)
+        cv2.imwrite(str(root / f"labels/{kind}/masks/val/b1.png"), array)
+    return semantic
+
+
+def test_bdd100k_layout_loads_in_our_label_space(tmp_path: Path) -> None:
+    semantic = _write_bdd(tmp_path)
+    (ten_k,) = bdd100k.find_samples(tmp_path, "val", "10k")
+    sample = bdd100k.load_sample(ten_k)
+    np.testing.assert_array_equal(sample["train_ids"], semantic)
+    instance_ids = sample["instance_ids"]
+    assert instance_ids[25, 15] == 26 * 1000 + 41  # Cityscapes labelId of car, annotation id
+    assert instance_ids[25, 45] == 26, "a crowd region has no instance id"
+    assert instance_ids[0, 30] == 23  # sky is stuff: its labelId
+
+    (hundred_k,) = bdd100k.find_samples(tmp_path, "val", "100k")
+    sample = bdd100k.load_sample(hundred_k)
+    assert sample["drivable"][20:].all() and not sample["drivable"][:20].any()
+    train_ids = sample["train_ids"]
+    assert (train_ids[30:, 30] == labels.LANE_MARKING).all()
+    assert train_ids[35, 5] == labels.ROAD, "a road curb is not a lane line"
+    assert train_ids[0, 0] == labels.IGNORE_TRAIN_ID, "labels the 100k set lacks are unknown, not background"
+    assert set(np.unique(train_ids)) == {labels.ROAD, labels.LANE_MARKING, labels.IGNORE_TRAIN_ID}
+
+
+def test_bdd100k_bad_files_name_themselves(tmp_path: Path) -> None:
+    _write_bdd(tmp_path)
+    cv2.imwrite(str(tmp_path / "labels/sem_seg/masks/val/a1.png"), np.full((40, 60), 40, np.uint8))
+    with pytest.raises(DatasetError, match=r"a1\.png.*not BDD100K trainIds"):
+        bdd100k.load_sample(bdd100k.find_samples(tmp_path, "val", "10k")[0])
+    cv2.imwrite(str(tmp_path / "labels/sem_seg/masks/val/a1.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(DatasetError, match="differs from its image"):
+        bdd100k.load_sample(bdd100k.find_samples(tmp_path, "val", "10k")[0])
+    with pytest.raises(DatasetError, match="images/10k/train"):
+        bdd100k.find_samples(tmp_path, "train", "10k")
+
+
+def test_real_cityscapes_layout_without_lane_masks(tmp_path: Path) -> None:
+    """A folder as the official download has it: labelIds + instanceIds, no masks of ours."""
+    gt = tmp_path / "gtFine/val/aachen"
+    images = tmp_path / "leftImg8bit/val/aachen"
+    gt.mkdir(parents=True)
+    images.mkdir(parents=True)
+    label_ids = np.full((32, 64), 7, np.uint8)  # road
+    label_ids[:8] = 23  # sky
+    label_ids[10:20, 10:20] = 26  # car
+    label_ids[0, 0] = 0  # unlabeled -> ignore
+    instance_ids = label_ids.astype(np.uint16)
+    instance_ids[10:20, 10:20] = 26000
+    cv2.imwrite(str(images / "aachen_000000_000019_leftImg8bit.png"), np.zeros((32, 64, 3), np.uint8))
+    cv2.imwrite(str(gt / "aachen_000000_000019_gtFine_labelIds.png"), label_ids)
+    cv2.imwrite(str(gt / "aachen_000000_000019_gtFine_instanceIds.png"), instance_ids)
+    (sample,) = cityscapes.find_samples(tmp_path, "val")
+    assert sample.lane is None and sample.drivable is None
+    arrays = cityscapes.load_sample(sample)
+    assert arrays["train_ids"][15, 15] == labels.train_id("car") and arrays["train_ids"][0, 0] == 255
+    assert "lane" not in arrays and arrays["instance_ids"][15, 15] == 26000
+
+
+def test_dataset_targets_follow_augmentation(tmp_path: Path) -> None:
+    write_synthetic(tmp_path, fmt="cityscapes", sequences=1, frames=2, width=128, height=64, seed=2,
+                    show_progress=False)
+    refs = parse_data_spec(f"synthetic:{tmp_path}:train")
+    dataset = PanopticDataset(refs, input_size=(128, 64), augmentation=Augmentation(crop_size=(96, 48)))
+    item = dataset[0]
+    assert item["image"].shape == (3, 48, 96) and item["semantic"].shape == (48, 96)
+    assert item["center"].shape == (1, 48, 96) and item["offset"].shape == (2, 48, 96)
+    thing = torch.isin(item["semantic"], torch.tensor(labels.THING_TRAIN_IDS))
+    # Offsets live exactly on instance pixels (thing pixels of annotated instances).
+    assert bool((item["offset_weight"][0] > 0).eq(thing).all()) or not bool(thing.any())
+    plain = PanopticDataset(refs, input_size=(128, 64))[1]
+    assert plain["image"].shape == (3, 64, 128) and float(plain["center_weight"].min()) == 1.0
+    with pytest.raises(ValueError, match="KIND:PATH:SPLIT"):
+        parse_data_spec("mapillary:/x:train")
+
+
+def test_ohem_keeps_hard_pixels() -> None:
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[0, 0] = 10.0  # every pixel confidently right ...
+    logits[0, 0, 0, 0] = -10.0  # ... but one
+    hard_ce = float(np.log1p(np.exp(10.0)))  # -log softmax of the wrong pixel (logits -10 vs 0)
+    easy_ce = float(np.log1p(np.exp(-10.0)))
+    hard_only = ohem_cross_entropy(logits, target, threshold=0.7, min_kept=1)
+    assert hard_only == pytest.approx(hard_ce, rel=1e-4), "only the hard pixel counts"
+    everything = ohem_cross_entropy(logits, target, threshold=0.7, min_kept=16)
+    assert everything == pytest.approx((hard_ce + 15 * easy_ce) / 16, rel=1e-4)
+    target[:] = 255
+    assert float(ohem_cross_entropy(logits, target)) == 0.0
+
+
+def test_instance_losses_vanish_without_instance_annotation() -> None:
+    batch = {"semantic": torch.zeros(1, 8, 8, dtype=torch.long), "center": torch.ones(1, 1, 8, 8),
+             "offset": torch.ones(1, 2, 8, 8), "offset_weight": torch.zeros(1, 1, 8, 8),
+             "center_weight": torch.zeros(1, 1, 8, 8)}
+    outputs = {"semantic": torch.zeros(1, 3, 8, 8), "aux": [], "center": torch.zeros(1, 1, 8, 8),
+               "offset": torch.zeros(1, 2, 8, 8)}
+    terms = panoptic_loss(outputs, batch, LossWeights())
+    assert float(terms["center"]) == 0.0 and float(terms["offset"]) == 0.0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("data")
+    write_synthetic(data, fmt="cityscapes", sequences=1, frames=4, width=128, height=64, seed=4, show_progress=False)
+    write_synthetic(data, fmt="cityscapes", sequences=1, frames=2, width=128, height=64, seed=5, split="val",
+                    show_progress=False)
+    out = tmp_path_factory.mktemp("ckpt")
+    config = TrainConfig(train_data=(f"synthetic:{data}:train",), val_data=(f"synthetic:{data}:val",),
+                         out=str(out), input_size=(128, 64), crop_size=(96, 48), batch_size=2, epochs=1,
+                         max_iterations=2, workers=0, command="test")
+    train(config, show_progress=False)
+    return out
+
+
+def test_two_iteration_training_writes_a_loadable_checkpoint(checkpoint: Path) -> None:
+    card = load_card(checkpoint)
+    assert card.arch == "ddrnet23_slim" and card.input_size == (128, 64) and card.num_classes == labels.NUM_CLASSES
+    assert card.training["iterations"] == 2 and card.training["command"] == "test"
+    values = card.metrics["validation_during_training"]["values"]
+    assert values["images"] == 2 and 0.0 <= values["miou"] <= 1.0 and "pq" in values
+    log = [json.loads(line) for line in (checkpoint / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["iteration"] == 2 and np.isfinite(log[0]["loss"]["total"])
+    model, loaded = load_checkpoint(checkpoint)
+    assert loaded == card and not model.aux_heads
+    outputs = model(torch.zeros(1, 3, 64, 128))
+    assert outputs.semantic_ids.shape == (1, 64, 128)
+    weights_mb = (checkpoint / card.weights_file).stat().st_size / 2**20
+    assert weights_mb <= 12, f"fp16 weights of {weights_mb:.1f} MB"
+
+
+def test_resume_continues_from_the_checkpoint(checkpoint: Path) -> None:
+    card = load_card(checkpoint)
+    config = TrainConfig(**{**card.training["recipe"], "out": str(checkpoint), "command": "resume",
+                            "train_data": tuple(card.training["data"]), "val_data": (), "epochs": 2,
+                            "max_iterations": 4})
+    train(config, resume=True, show_progress=False)
+    log = [json.loads(line) for line in (checkpoint / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and log[-1]["iteration"] == 4
+
+
+def test_checkpoint_loading_is_strict_and_checks_the_card(checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, broken)
+    card = load_card(broken)
+
+    weights = broken / card.weights_file
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + b"\0" * 8)
+    with pytest.raises(ModelCardError, match="sha256"):
+        load_checkpoint(broken)
+    weights.write_bytes(original)
+
+    fewer = type(card)(**{**card.__dict__, "classes": card.classes[:19]})
+    save_card(fewer, broken / "model_card.json")
+    with pytest.raises(WeightsError, match=r"shape mismatches.*19 classes"):
+        load_checkpoint(broken)
+
+    (broken / "model_card.json").write_text(json.dumps({"format": "seg_perception.model_card/1", "arch": "vit"}))
+    with pytest.raises(ModelCardError, match="unknown arch 'vit'"):
+        load_checkpoint(broken)
+    (broken / "model_card.json").unlink()
+    with pytest.raises(ModelCardError, match="no model card"):
+        load_checkpoint(broken)
+
+
+def test_torchrun_ddp_on_cpu_trains_and_writes_one_checkpoint(tmp_path: Path) -> None:
+    """Two processes (gloo backend) share the batches; rank 0 alone writes the checkpoint."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    # 8 frames: 4 per rank, two batches of 2 (DAPPM's global pooling needs BatchNorm over >1 value)
+    write_synthetic(data, fmt="cityscapes", sequences=1, frames=8, width=96, height=48, seed=6, show_progress=False)
+    out = tmp_path / "ddp"
+    with socket.socket() as probe:  # torchrun's static rendezvous needs a concrete free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(port),
+               "-m", "seg_perception.cli", "train", "--data", f"synthetic:{data}:train", "--out", str(out),
+               "--input-size", "96x48", "--crop-size", "64x32", "--batch-size", "2", "--epochs", "1",
+               "--max-iterations", "2", "--workers", "0", "--device", "cpu"]
+    # Own session: on a timeout the whole group (torchrun and its workers) goes, not torchrun alone.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    run = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["iteration"] == 2, "one log line: only rank 0 writes"
+    load_checkpoint(out)
