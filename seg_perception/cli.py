@@ -6,6 +6,7 @@ Subcommands land with their issues; those not here yet are listed in --help with
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -97,6 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, lane_dice=args.lane_dice,
         workers=args.workers, seed=args.seed, device=args.device, amp=not args.no_amp,
         max_iterations=args.max_iterations, fp16_weights=not args.fp32_weights,
+        command=shlex.join(["seg-perception", *args.argv]),
     )
     train(config, resume=args.resume)
     return 0
@@ -127,6 +129,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_model(model, refs, settings, device=device, batch_size=args.batch_size)
     result["model"] = str(args.model)
     result["data"] = list(args.dataset)
+    if args.record:
+        from dataclasses import replace
+
+        from seg_perception.models.card import CARD_FILE, save_card
+
+        command = shlex.join(["seg-perception", *args.argv])
+        metrics = {**card.metrics, args.record: {"data": list(args.dataset), "command": command,
+                                                 "device": str(device), "values": result}}
+        card_path = args.model if args.model.is_file() else args.model / CARD_FILE
+        save_card(replace(card, metrics=metrics), card_path)
+        print(f"recorded as metrics.{args.record} in {card_path}", file=sys.stderr)
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.write_text(text + "\n")
@@ -181,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this file")
+    evaluate.add_argument("--record", metavar="NAME",
+                          help="store the metrics, data and this command in the model card under metrics.NAME")
     evaluate.set_defaults(run=cmd_eval)
     demo = sub.add_parser("demo", help="the newcomer's first run (make demo)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
@@ -191,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # Before anything can create a DDS participant: Fast DDS reads its profile at that moment.
     apply_ros_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what models cards record as the command that made them
     try:
         return args.run(args)
     except (ValueError, FileExistsError, FileNotFoundError) as error:

@@ -252,3 +252,22 @@ def test_torchrun_ddp_on_cpu_trains_and_writes_one_checkpoint(tmp_path: Path) ->
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["iteration"] == 2, "one log line: only rank 0 writes"
     load_checkpoint(out)
+
+
+def test_eval_records_metrics_with_data_and_command_in_the_card(checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from seg_perception.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    card = load_card(model)
+    val_spec = card.training["val_data"][0]
+    assert main(["eval", "--model", str(model), "--dataset", val_spec, "--record", "heldout",
+                 "--json", str(tmp_path / "m.json")]) == 0
+    recorded = load_card(model).metrics["heldout"]
+    assert recorded["data"] == [val_spec]
+    assert recorded["command"].startswith("seg-perception eval --model") and "--record heldout" in recorded["command"]
+    assert recorded["values"]["miou"] == json.loads((tmp_path / "m.json").read_text())["miou"]
+    assert load_card(model).weights_sha256 == card.weights_sha256
+    load_checkpoint(model)  # still loads: recording metrics never touches the weights

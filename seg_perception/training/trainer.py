@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,7 +55,7 @@ class TrainConfig:
     max_iterations: int = 0  # stop early (smoke tests); 0 = epochs decide
     val_batch_size: int = 4
     fp16_weights: bool = True
-    command: str = field(default_factory=lambda: shlex.join(["seg-perception", *sys.argv[1:]]))
+    command: str = "python API"  # the CLI passes the command line that started the run
 
 
 def _distributed() -> tuple[int, int, int]:
