@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           card.thing_ids)
     settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=card.input_size,
                             mean=card.mean, std=card.std, roles=roles,
-                            panoptic=PanopticConfig(thing_ids=card.thing_ids))
+                            panoptic=PanopticConfig.for_input(card.thing_ids, card.input_size))
     refs = [ref for spec in args.dataset for ref in parse_data_spec(spec)]
     result = evaluate_model(model, refs, settings, device=device, batch_size=args.batch_size)
     result["model"] = str(args.model)

@@ -130,3 +130,10 @@ def test_bad_role_config_names_the_file(tmp_path) -> None:
     bad.write_text("roles: {drivable: road, lane: [], obstacles: {things: true, static: []}}")
     with pytest.raises(RoleConfigError, match=r"classes\.yaml.*drivable"):
         load_role_config(bad)
+
+
+def test_min_area_scales_with_the_model_input() -> None:
+    assert PanopticConfig.for_input((13,), (1024, 512)).min_area == 32
+    assert PanopticConfig.for_input((13,), (512, 256)).min_area == 8
+    assert PanopticConfig.for_input((13,), (2048, 1024)).min_area == 128
+    assert PanopticConfig.for_input((13,), (128, 64)).min_area == 4

@@ -30,6 +30,13 @@ class PanopticConfig:
             raise ValueError(f"invalid panoptic settings: {self}")
 
 
+    @classmethod
+    def for_input(cls, thing_ids: Sequence[int], input_size: tuple[int, int]) -> PanopticConfig:
+        """Defaults for a model input size: the minimum area is 32 px at 1024x512 and scales with image area."""
+        scale = input_size[0] * input_size[1] / (1024 * 512)
+        return cls(thing_ids=tuple(thing_ids), min_area=max(4, round(32 * scale)))
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     instance_id: int  # value in the instance map, 1..M

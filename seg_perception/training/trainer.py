@@ -148,7 +148,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     eval_settings = EvalSettings(
         class_names=labels.CLASS_NAMES, thing_ids=labels.THING_TRAIN_IDS, input_size=config.input_size,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, roles=role_mapping,
-        panoptic=PanopticConfig(thing_ids=labels.THING_TRAIN_IDS),
+        panoptic=PanopticConfig.for_input(labels.THING_TRAIN_IDS, config.input_size),
     )
     epoch = start_epoch
     while epoch < config.epochs and iteration < total_iterations:
