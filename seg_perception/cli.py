@@ -15,7 +15,7 @@ from pathlib import Path
 from seg_perception.ros_io.environment import apply_ros_defaults
 
 PLANNED = {
-    "export": "export ONNX / build TensorRT engines (issue #4)",
+    "export --tensorrt": "build TensorRT engines (issue #4); `export` to ONNX works now",
     "bench": "benchmark backends side by side (issue #4)",
     "node": "run the ROS 2 node from a params file (issue #5)",
     "eval BAG": "replay bags and compute metrics (issue #6); `eval --dataset` works on folders now",
@@ -147,6 +147,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from seg_perception.inference.export import export_onnx
+
+    path = export_onnx(args.model, args.out, opset=args.opset)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from seg_perception.demo import run_demo
 
@@ -197,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--record", metavar="NAME",
                           help="store the metrics, data and this command in the model card under metrics.NAME")
     evaluate.set_defaults(run=cmd_eval)
+    export = sub.add_parser("export", help="export a checkpoint to one ONNX graph (uint8 NHWC in, argmax inside)")
+    export.add_argument("--model", type=Path, required=True, help="checkpoint folder (model_card.json + weights)")
+    export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
+    export.set_defaults(run=cmd_export)
     demo = sub.add_parser("demo", help="the newcomer's first run (make demo)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     demo.set_defaults(run=cmd_demo)

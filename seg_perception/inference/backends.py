@@ -1,0 +1,95 @@
+"""Inference backends behind one interface: a batch of uint8 RGB images in, ``ModelOutputs`` out.
+
+The images are already at the model's input size (``preprocess.resize_batch``); what runs the network
+is the backend's business, the pipeline above does not care.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from seg_perception.inference.export import CARD_METADATA_KEY, INPUT_NAME
+from seg_perception.inference.preprocess import normalise
+from seg_perception.models.card import ModelCard, load_card
+from seg_perception.models.checkpoint import load_checkpoint
+from seg_perception.models.panoptic import ModelOutputs
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run as asked (missing provider, wrong input); the message says what is available."""
+
+
+class Backend(Protocol):
+    name: str  # e.g. "torch:cpu", "onnxruntime:CPUExecutionProvider"
+    input_size: tuple[int, int]  # (width, height)
+
+    def infer(self, images: np.ndarray) -> ModelOutputs: ...
+
+
+def _check_batch(images: np.ndarray, input_size: tuple[int, int]) -> None:
+    width, height = input_size
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
+        raise BackendError(f"expected (N, {height}, {width}, 3) uint8 RGB, got {images.shape} {images.dtype}")
+
+
+class TorchBackend:
+    """Eager PyTorch, the reference (CPU or CUDA)."""
+
+    def __init__(self, checkpoint: Path | str, *, device: str = "cpu") -> None:
+        self.model, self.card = load_checkpoint(checkpoint, device=device)
+        self.device = torch.device(device)
+        self.input_size = self.card.input_size
+        self.name = f"torch:{self.device}"
+
+    @torch.no_grad()
+    def infer(self, images: np.ndarray) -> ModelOutputs:
+        _check_batch(images, self.input_size)
+        return self.model(normalise(images, self.card.mean, self.card.std, self.device))
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the graph of ``export_onnx``; CPU by default, CUDA/TensorRT providers when asked for."""
+
+    def __init__(self, onnx_path: Path | str, *, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                 intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing:  # never fall back silently to another provider
+            raise BackendError(f"ONNX Runtime providers {missing} are not available here; available: {available}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if CARD_METADATA_KEY not in metadata:
+            raise BackendError(f"{onnx_path}: no model card in its metadata; export it with `seg-perception export`")
+        self.card = _card_from_json(metadata[CARD_METADATA_KEY], onnx_path)
+        self.input_size = self.card.input_size
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.name = f"onnxruntime:{self.session.get_providers()[0]}"
+
+    def infer(self, images: np.ndarray) -> ModelOutputs:
+        _check_batch(images, self.input_size)
+        values = dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: images}), strict=True))
+        tensors = {k: torch.from_numpy(v) for k, v in values.items()}
+        return ModelOutputs(semantic_logits=tensors["semantic_logits"], semantic_ids=tensors["semantic_ids"],
+                            center=tensors.get("center"), offset=tensors.get("offset"))
+
+
+def _card_from_json(text: str, source: Path | str) -> ModelCard:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:  # one validation path for cards, wherever they come from
+        path = Path(folder) / "model_card.json"
+        path.write_text(json.dumps({**json.loads(text)}))
+        try:
+            return load_card(path)
+        except ValueError as error:
+            raise BackendError(f"{source}: embedded model card is invalid: {error}") from error

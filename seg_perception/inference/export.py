@@ -1,0 +1,71 @@
+"""`seg-perception export`: one ONNX graph from camera pixels to network outputs.
+
+Input ``images``: (N, H, W, 3) uint8 RGB at the model card's input size, N dynamic (one image per
+camera). The graph holds the layout change, the normalisation, the deploy-mode network (no auxiliary
+heads), the argmax and the centre sigmoid; outputs are ``semantic_logits`` (N, C, H, W), ``semantic_ids``
+(N, H, W) int64, ``center`` (N, 1, H, W) in [0, 1] and ``offset`` (N, 2, H, W). The model card travels in
+the file's metadata (``seg_perception.model_card``), so a runtime can check what it was given.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from seg_perception.models.card import ModelCard
+from seg_perception.models.checkpoint import load_checkpoint
+from seg_perception.models.export_wrappers import NormalizedModel
+
+INPUT_NAME = "images"
+CARD_METADATA_KEY = "seg_perception.model_card"
+MIN_OPSET = 17
+
+
+class CameraPixelsModel(nn.Module):
+    """NHWC uint8 camera pixels -> the deploy outputs (cameras hand over HWC buffers; no transpose on the CPU)."""
+
+    def __init__(self, normalized: NormalizedModel) -> None:
+        super().__init__()
+        self.normalized = normalized
+        self.eval()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.normalized.output_names
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.normalized(images.permute(0, 3, 1, 2))
+
+
+def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPSET) -> Path:
+    """Export a checkpoint folder to ``out``; returns the path. Checked with onnx.checker."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is below {MIN_OPSET}")
+    model, card = load_checkpoint(checkpoint)
+    graph = CameraPixelsModel(NormalizedModel(model, mean=card.mean, std=card.std))
+    example = torch.zeros(1, card.input_height, card.input_width, 3, dtype=torch.uint8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = list(graph.output_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=names, dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *names]})
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, card_json(card)
+    onnx.save(proto, str(out))
+    return out
+
+
+def card_json(card: ModelCard) -> str:
+    data = asdict(card)
+    data["classes"] = [asdict(c) for c in card.classes]
+    return json.dumps(data)
