@@ -40,7 +40,8 @@ class CameraPixelsModel(nn.Module):
         return self.normalized.output_names
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.normalized(images.permute(0, 3, 1, 2))
+        # Cast first: TensorRT accepts uint8 only at the graph boundary, straight into a Cast.
+        return self.normalized(images.float().permute(0, 3, 1, 2))
 
 
 def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPSET) -> Path:
