@@ -16,7 +16,6 @@ from seg_perception.ros_io.environment import apply_ros_defaults
 
 PLANNED = {
     "export --tensorrt": "build TensorRT engines (issue #4); `export` to ONNX works now",
-    "bench": "benchmark backends side by side (issue #4)",
     "node": "run the ROS 2 node from a params file (issue #5)",
     "eval BAG": "replay bags and compute metrics (issue #6); `eval --dataset` works on folders now",
     "play": "publish a bag's camera topics (issue #6)",
@@ -150,8 +149,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from seg_perception.inference.export import export_onnx
 
-    path = export_onnx(args.model, args.out, opset=args.opset)
+    path = export_onnx(args.model, args.out, opset=args.opset, input_size=args.input_size)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from seg_perception.benchmark import markdown_table, run_benchmark, write_json
+
+    result = run_benchmark(args.model, backends=args.backends.split(","), sizes=args.sizes, batches=args.batches,
+                           warmup=args.warmup, calls=args.calls, device=args.device, baseline=not args.no_baseline)
+    result["command"] = shlex.join(["seg-perception", *args.argv])
+    print()
+    print(markdown_table(result))
+    print()
+    for name, value in result["ratios"].items():
+        print(f"{name}: {value}")
+    if args.json:
+        write_json(result, args.json)
     return 0
 
 
@@ -209,7 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", type=Path, required=True, help="checkpoint folder (model_card.json + weights)")
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
+    export.add_argument("--input-size", type=parse_size, help="WxH other than the model card's")
     export.set_defaults(run=cmd_export)
+    bench = sub.add_parser("bench", help="backends x sizes x batch, end to end with per-stage times")
+    bench.add_argument("--model", type=Path, default=Path("models/demo"), help="checkpoint folder (models/demo)")
+    bench.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
+    bench.add_argument("--sizes", type=lambda t: [parse_size(v) for v in t.split(",")],
+                       default=[(512, 256), (1024, 512), (2048, 1024)], help="WxH list (512x256,1024x512,2048x1024)")
+    bench.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2, 4],
+                       help="cameras per call (1,2,4)")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--calls", type=int, default=10)
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--no-baseline", action="store_true", help="skip torchvision LR-ASPP MobileNetV3")
+    bench.add_argument("--json", type=Path, help="also write the results here")
+    bench.set_defaults(run=cmd_bench)
     demo = sub.add_parser("demo", help="the newcomer's first run (make demo)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     demo.set_defaults(run=cmd_demo)

@@ -40,10 +40,11 @@ def _check_batch(images: np.ndarray, input_size: tuple[int, int]) -> None:
 class TorchBackend:
     """Eager PyTorch, the reference (CPU or CUDA)."""
 
-    def __init__(self, checkpoint: Path | str, *, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: Path | str, *, device: str = "cpu",
+                 input_size: tuple[int, int] | None = None) -> None:
         self.model, self.card = load_checkpoint(checkpoint, device=device)
         self.device = torch.device(device)
-        self.input_size = self.card.input_size
+        self.input_size = input_size or self.card.input_size  # fully convolutional: other sizes run too
         self.name = f"torch:{self.device}"
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import onnx
@@ -44,11 +44,20 @@ class CameraPixelsModel(nn.Module):
         return self.normalized(images.float().permute(0, 3, 1, 2))
 
 
-def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPSET) -> Path:
-    """Export a checkpoint folder to ``out``; returns the path. Checked with onnx.checker."""
+def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPSET,
+                input_size: tuple[int, int] | None = None) -> Path:
+    """Export a checkpoint folder to ``out``; returns the path. Checked with onnx.checker.
+
+    ``input_size`` (width, height) overrides the card's: the network is fully convolutional, so the same
+    weights run at other sizes (the benchmark uses this; accuracy is only known at the card's size).
+    """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is below {MIN_OPSET}")
     model, card = load_checkpoint(checkpoint)
+    if input_size is not None and input_size != card.input_size:
+        card = replace(card, input_width=input_size[0], input_height=input_size[1],
+                       metrics={"note": f"exported at {input_size[0]}x{input_size[1]}; metrics were measured at "
+                                        f"{card.input_width}x{card.input_height}"})
     graph = CameraPixelsModel(NormalizedModel(model, mean=card.mean, std=card.std))
     example = torch.zeros(1, card.input_height, card.input_width, 3, dtype=torch.uint8)
     out = Path(out)

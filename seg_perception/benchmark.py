@@ -1,0 +1,202 @@
+"""`seg-perception bench`: backends side by side, end to end, on the machine at hand.
+
+For each backend x input size x batch (cameras): warm-up calls first, the device synchronised before
+every clock read, then per call the stages preprocess (batching, normalisation where the backend does
+not do it in its graph), inference, postprocess (panoptic grouping and role masks) and smoothing
+(temporal smoothing, once it exists; reported as not measured until then). Baseline: torchvision's
+LR-ASPP MobileNetV3-Large in eager PyTorch at the same size (semantic only: argmax and role masks).
+Compare rows as ratios measured in one run, never across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seg_perception.inference.backends import OnnxRuntimeBackend, TorchBackend
+from seg_perception.inference.export import export_onnx
+from seg_perception.inference.preprocess import normalise, resize_batch
+from seg_perception.models.card import load_card
+from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
+from seg_perception.postprocess.roles import load_role_config, resolve_roles, role_masks
+from seg_perception.ros_io.environment import config_file
+from seg_perception.synth import render_sequence
+
+STAGES = ("preprocess", "inference", "postprocess")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    backend: str
+    model: str
+    width: int
+    height: int
+    batch: int
+    calls: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    fps: float  # images per second at the mean end-to-end time
+    stage_p50_ms: dict[str, float]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time_calls(run: Callable[[], dict[str, float]], *, warmup: int, calls: int) -> list[dict[str, float]]:
+    for _ in range(warmup):
+        run()
+    return [run() for _ in range(calls)]
+
+
+def _row(backend: str, model: str, size: tuple[int, int], batch: int, samples: list[dict[str, float]]) -> BenchRow:
+    totals = np.array([sum(s.values()) for s in samples])
+    return BenchRow(
+        backend=backend, model=model, width=size[0], height=size[1], batch=batch, calls=len(samples),
+        p50_ms=round(float(np.percentile(totals, 50)), 2), p90_ms=round(float(np.percentile(totals, 90)), 2),
+        p99_ms=round(float(np.percentile(totals, 99)), 2), fps=round(batch * 1000 / float(totals.mean()), 2),
+        stage_p50_ms={k: round(float(np.percentile([s[k] for s in samples], 50)), 2) for k in samples[0]},
+    )
+
+
+def _frames(size: tuple[int, int], count: int) -> list[np.ndarray]:
+    cameras = ("front", "front_left", "front_right", "rear")[:count]
+    (step,) = render_sequence(seed=77, sequence=0, num_frames=1, width=size[0], height=size[1], cameras=cameras)
+    return [step[c].image for c in cameras]
+
+
+def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[tuple[int, int]],
+                  batches: Sequence[int], warmup: int = 2, calls: int = 10, device: str = "cpu",
+                  baseline: bool = True, progress: Callable[[str], None] = print) -> dict:
+    card = load_card(checkpoint)
+    roles = resolve_roles(load_role_config(config_file("classes.yaml")), card.class_names, card.thing_ids)
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in sizes:
+            config = PanopticConfig.for_input(card.thing_ids, size)
+            frames = _frames(size, max(batches))
+            runners: dict[str, object] = {}
+            if "torch" in backends:
+                runners[f"torch:{device}"] = TorchBackend(checkpoint, device=device, input_size=size)
+            if "onnxruntime" in backends:
+                onnx_path = export_onnx(checkpoint, Path(scratch) / f"model_{size[0]}x{size[1]}.onnx", input_size=size)
+                runners["onnxruntime:CPUExecutionProvider"] = OnnxRuntimeBackend(onnx_path)
+            for name, backend in runners.items():
+                for batch in batches:
+                    run = partial(_pipeline_call, backend, frames[:batch], size, config, roles, device)
+                    rows.append(_row(name, card.arch, size, batch, _time_calls(run, warmup=warmup, calls=calls)))
+                    progress(_format_row(rows[-1]))
+            if baseline:
+                rows += _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, progress)
+    return {"machine": machine_description(device), "checkpoint": str(checkpoint), "warmup": warmup, "calls": calls,
+            "note": "temporal smoothing is not implemented yet (issue #5): not part of end-to-end",
+            "rows": [asdict(r) for r in rows], "ratios": ratios(rows)}
+
+
+def _pipeline_call(backend, frames: list[np.ndarray], size: tuple[int, int], config: PanopticConfig, roles,
+                   device: str) -> dict[str, float]:
+    """One end-to-end call of our pipeline; milliseconds per stage."""
+    times, start = {}, time.perf_counter()
+    images = resize_batch(frames, size)
+    times["preprocess"] = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    outputs = backend.infer(images)
+    _sync(device)
+    times["inference"] = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    panoptic = group_batch(outputs.semantic_ids, outputs.center, outputs.offset, config)
+    role_masks(torch.stack([p.semantic for p in panoptic]), roles)
+    _sync(device)
+    times["postprocess"] = (time.perf_counter() - start) * 1000
+    return times
+
+
+def _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, progress) -> list[BenchRow]:
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    model = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=card.num_classes)
+    model = model.eval().to(device)
+    rows = []
+    for batch in batches:
+        @torch.no_grad()
+        def run(batch=batch) -> dict[str, float]:
+            times, start = {}, time.perf_counter()
+            tensor = normalise(resize_batch(frames[:batch], size), card.mean, card.std, device)
+            _sync(device)
+            times["preprocess"] = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            logits = model(tensor)["out"]
+            _sync(device)
+            times["inference"] = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            role_masks(logits.argmax(1), roles)
+            _sync(device)
+            times["postprocess"] = (time.perf_counter() - start) * 1000
+            return times
+
+        rows.append(_row(f"torch:{device}", "lraspp_mobilenet_v3_large", size, batch,
+                         _time_calls(run, warmup=warmup, calls=calls)))
+        progress(_format_row(rows[-1]))
+    return rows
+
+
+def ratios(rows: Sequence[BenchRow]) -> dict[str, float]:
+    """The issue's targets as ratios within this one run."""
+    by = {(r.backend.split(":")[0], r.model, r.width, r.height, r.batch): r for r in rows}
+    out: dict[str, float] = {}
+    for (backend, model, w, h, b), row in by.items():
+        torch_row = by.get(("torch", model, w, h, b))
+        if backend == "onnxruntime" and torch_row:
+            out[f"onnxruntime_vs_torch_fps_{w}x{h}_b{b}"] = round(row.fps / torch_row.fps, 2)
+        if (w, h) == (1024, 512) and model != "lraspp_mobilenet_v3_large":
+            share = row.stage_p50_ms["postprocess"] / row.p50_ms
+            out[f"postprocess_share_{backend}_{w}x{h}_b{b}"] = round(share, 3)
+        single = by.get((backend, model, w, h, 1))
+        if b == 4 and single:
+            out[f"batch4_vs_batch1_throughput_{backend}_{model}_{w}x{h}"] = round(row.fps / single.fps, 2)
+    return out
+
+
+def machine_description(device: str) -> dict[str, str]:
+    import onnxruntime
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    described = {"cpu": cpu, "cores": str(torch.get_num_threads()), "torch": torch.__version__,
+                 "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    if device.startswith("cuda"):
+        described["gpu"] = torch.cuda.get_device_name()
+    return described
+
+
+def _format_row(row: BenchRow) -> str:
+    stages = " ".join(f"{k}={v:.1f}" for k, v in row.stage_p50_ms.items())
+    return (f"{row.backend:34s} {row.model:26s} {row.width}x{row.height} b{row.batch}: p50 {row.p50_ms:8.1f} ms "
+            f"p90 {row.p90_ms:8.1f} p99 {row.p99_ms:8.1f} fps {row.fps:7.2f} | {stages}")
+
+
+def markdown_table(result: dict) -> str:
+    columns = ("backend", "model", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "FPS", "preprocess", "inference",
+               "postprocess")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in result["rows"]:
+        s = r["stage_p50_ms"]
+        lines.append(f"| {r['backend']} | {r['model']} | {r['width']}x{r['height']} | {r['batch']} | "
+                     f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | {s['preprocess']} | "
+                     f"{s['inference']} | {s['postprocess']} |")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2) + "\n")
