@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, lane_dice=args.lane_dice,
         workers=args.workers, seed=args.seed, device=args.device, amp=not args.no_amp,
         max_iterations=args.max_iterations, fp16_weights=not args.fp32_weights,
-        command=shlex.join(["seg-perception", *args.argv]),
+        command=shlex.join(["seg-perception", *args.argv]), init_weights=str(args.init_weights or ""),
     )
     train(config, resume=args.resume)
     return 0
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--no-amp", action="store_true", help="full precision on GPU")
     trainer.add_argument("--fp32-weights", action="store_true", help="store fp32 instead of fp16 weights")
     trainer.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    trainer.add_argument("--init-weights", type=Path,
+                         help="start from this checkpoint folder (aux heads start fresh); e.g. models/demo")
     trainer.set_defaults(run=cmd_train)
     evaluate = sub.add_parser("eval", help="metrics of a checkpoint on labelled folders (bags: issue #6)")
     evaluate.add_argument("--model", type=Path, required=True, help="checkpoint folder (model_card.json + weights)")

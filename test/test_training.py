@@ -271,3 +271,17 @@ def test_eval_records_metrics_with_data_and_command_in_the_card(checkpoint: Path
     assert recorded["values"]["miou"] == json.loads((tmp_path / "m.json").read_text())["miou"]
     assert load_card(model).weights_sha256 == card.weights_sha256
     load_checkpoint(model)  # still loads: recording metrics never touches the weights
+
+
+def test_init_weights_starts_from_a_checkpoint_and_refuses_a_mismatch(checkpoint: Path, tmp_path: Path) -> None:
+    from seg_perception.models.factory import build_model
+    from seg_perception.training.trainer import _initialise_from
+
+    net = build_model(arch="ddrnet23_slim", num_classes=labels.NUM_CLASSES)
+    _initialise_from(net, checkpoint)
+    deploy, _ = load_checkpoint(checkpoint)
+    for key, value in deploy.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[key], value.float() if value.is_floating_point() else value)
+    other = build_model(arch="bisenetv2", num_classes=labels.NUM_CLASSES)
+    with pytest.raises(WeightsError, match="cannot initialise a bisenetv2"):
+        _initialise_from(other, checkpoint)

@@ -55,6 +55,7 @@ class TrainConfig:
     max_iterations: int = 0  # stop early (smoke tests); 0 = epochs decide
     val_batch_size: int = 4
     fp16_weights: bool = True
+    init_weights: str = ""  # a checkpoint folder to start from (fine-tuning, or continuing without checkpoint.pt)
     command: str = "python API"  # the CLI passes the command line that started the run
 
 
@@ -134,6 +135,8 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                           lane_class=labels.LANE_MARKING, ohem_min_kept=max(1, config.batch_size * crop_pixels // 16))
 
     start_epoch, iteration, history = 0, 0, []
+    if config.init_weights and not resume:
+        _initialise_from(net, Path(config.init_weights))
     if resume:
         state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
         net.load_state_dict(state["model"], strict=True)
@@ -212,6 +215,24 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def _initialise_from(net: torch.nn.Module, checkpoint: Path) -> None:
+    """Start from a deploy checkpoint: every weight but the training-only auxiliary heads must match exactly."""
+    from seg_perception.models.checkpoint import load_checkpoint
+    from seg_perception.models.weights import WeightsError
+
+    deploy, card = load_checkpoint(checkpoint)
+    if card.arch != net.arch or card.num_classes != net.num_classes:
+        raise WeightsError(f"{checkpoint}: a {card.summary()} cannot initialise a {net.arch} with "
+                           f"{net.num_classes} classes")
+    state = deploy.state_dict()
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state and not k.startswith("aux_heads.")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise WeightsError(f"{checkpoint}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    net.load_state_dict({**expected, **{k: v.to(expected[k].dtype) for k, v in state.items()}}, strict=True)
 
 
 class _DeployView:
