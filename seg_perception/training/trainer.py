@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -153,7 +153,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         mean=IMAGENET_MEAN, std=IMAGENET_STD, roles=role_mapping,
         panoptic=PanopticConfig.for_input(labels.THING_TRAIN_IDS, config.input_size),
     )
-    epoch = start_epoch
+    epoch, lr = start_epoch, config.lr
     while epoch < config.epochs and iteration < total_iterations:
         model.train()
         dataset.set_epoch(epoch)
@@ -263,6 +263,6 @@ def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, duratio
     if last_val is not None:
         metrics["validation_during_training"] = {"data": list(config.val_data), "values": last_val,
                                                  "note": "fp32 weights at the end of training"}
-    save_card(_card(replace(config), weights=weights, metrics=metrics, duration_s=duration_s,
+    save_card(_card(config, weights=weights, metrics=metrics, duration_s=duration_s,
                     iterations=iterations), out / CARD_FILE)
     print(f"wrote {weights} and {out / CARD_FILE}", flush=True)
