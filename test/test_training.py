@@ -152,11 +152,17 @@ def test_instance_losses_vanish_without_instance_annotation() -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("data")
     write_synthetic(data, fmt="cityscapes", sequences=1, frames=4, width=128, height=64, seed=4, show_progress=False)
     write_synthetic(data, fmt="cityscapes", sequences=1, frames=2, width=128, height=64, seed=5, split="val",
                     show_progress=False)
+    return data
+
+
+@pytest.fixture(scope="module")
+def checkpoint(checkpoint_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = checkpoint_data
     out = tmp_path_factory.mktemp("ckpt")
     config = TrainConfig(train_data=(f"synthetic:{data}:train",), val_data=(f"synthetic:{data}:val",),
                          out=str(out), input_size=(128, 64), crop_size=(96, 48), batch_size=2, epochs=1,
@@ -254,7 +260,8 @@ def test_torchrun_ddp_on_cpu_trains_and_writes_one_checkpoint(tmp_path: Path) ->
     load_checkpoint(out)
 
 
-def test_eval_records_metrics_with_data_and_command_in_the_card(checkpoint: Path, tmp_path: Path) -> None:
+def test_eval_records_metrics_with_data_and_command_in_the_card(checkpoint: Path, checkpoint_data: Path,
+                                                                tmp_path: Path) -> None:
     import shutil
 
     from seg_perception.cli import main
@@ -262,7 +269,7 @@ def test_eval_records_metrics_with_data_and_command_in_the_card(checkpoint: Path
     model = tmp_path / "model"
     shutil.copytree(checkpoint, model)
     card = load_card(model)
-    val_spec = card.training["val_data"][0]
+    val_spec = f"synthetic:{checkpoint_data}:val"
     assert main(["eval", "--model", str(model), "--dataset", val_spec, "--record", "heldout",
                  "--json", str(tmp_path / "m.json")]) == 0
     recorded = load_card(model).metrics["heldout"]
