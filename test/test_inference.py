@@ -78,6 +78,11 @@ def test_backends_refuse_what_they_cannot_do(demo_onnx: Path, frames: np.ndarray
     onnx.save(bare, str(path))
     with pytest.raises(BackendError, match="no model card"):
         OnnxRuntimeBackend(path)
+    entry = bare.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, '{"format": "something else"}'
+    onnx.save(bare, str(path))
+    with pytest.raises(BackendError, match=r"embedded model card is invalid.*not a model card"):
+        OnnxRuntimeBackend(path)
 
 
 def test_bench_reports_every_configuration_with_stages_and_ratios() -> None:

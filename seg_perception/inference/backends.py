@@ -15,7 +15,7 @@ import torch
 
 from seg_perception.inference.export import CARD_METADATA_KEY, INPUT_NAME
 from seg_perception.inference.preprocess import normalise
-from seg_perception.models.card import ModelCard, load_card
+from seg_perception.models.card import card_from_dict
 from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.models.panoptic import ModelOutputs
 
@@ -71,7 +71,10 @@ class OnnxRuntimeBackend:
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CARD_METADATA_KEY not in metadata:
             raise BackendError(f"{onnx_path}: no model card in its metadata; export it with `seg-perception export`")
-        self.card = _card_from_json(metadata[CARD_METADATA_KEY], onnx_path)
+        try:
+            self.card = card_from_dict(json.loads(metadata[CARD_METADATA_KEY]), f"{onnx_path} metadata")
+        except ValueError as error:  # ModelCardError and JSONDecodeError both are
+            raise BackendError(f"{onnx_path}: embedded model card is invalid: {error}") from error
         self.input_size = self.card.input_size
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
@@ -82,15 +85,3 @@ class OnnxRuntimeBackend:
         tensors = {k: torch.from_numpy(v) for k, v in values.items()}
         return ModelOutputs(semantic_logits=tensors["semantic_logits"], semantic_ids=tensors["semantic_ids"],
                             center=tensors.get("center"), offset=tensors.get("offset"))
-
-
-def _card_from_json(text: str, source: Path | str) -> ModelCard:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:  # one validation path for cards, wherever they come from
-        path = Path(folder) / "model_card.json"
-        path.write_text(json.dumps({**json.loads(text)}))
-        try:
-            return load_card(path)
-        except ValueError as error:
-            raise BackendError(f"{source}: embedded model card is invalid: {error}") from error

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import torch
 from torch import nn
 
-from seg_perception.models.card import ModelCard
+from seg_perception.models.card import card_to_dict
 from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.models.export_wrappers import NormalizedModel
 
@@ -70,12 +70,6 @@ def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPS
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = CARD_METADATA_KEY, card_json(card)
+    entry.key, entry.value = CARD_METADATA_KEY, json.dumps(card_to_dict(card))
     onnx.save(proto, str(out))
     return out
-
-
-def card_json(card: ModelCard) -> str:
-    data = asdict(card)
-    data["classes"] = [asdict(c) for c in card.classes]
-    return json.dumps(data)

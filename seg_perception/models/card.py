@@ -74,10 +74,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_card(card: ModelCard, path: Path) -> None:
+def card_to_dict(card: ModelCard) -> dict[str, Any]:
     data = asdict(card)
     data["classes"] = [asdict(c) for c in card.classes]
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def save_card(card: ModelCard, path: Path) -> None:
+    path.write_text(json.dumps(card_to_dict(card), indent=2) + "\n")
 
 
 def _require(data: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
@@ -100,6 +104,11 @@ def load_card(path: Path | str) -> ModelCard:
         raise ModelCardError(f"{path}: no model card (every checkpoint needs its {CARD_FILE})") from None
     except (OSError, json.JSONDecodeError) as error:
         raise ModelCardError(f"{path}: not readable JSON: {error}") from error
+    return card_from_dict(data, path)
+
+
+def card_from_dict(data: Any, path: Path | str) -> ModelCard:
+    """Validate card data; ``path`` names where it came from in every error."""
     if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
         raise ModelCardError(f"{path}: not a model card of format {CARD_FORMAT!r}")
     arch = _require(data, "arch", str, path)
