@@ -27,8 +27,7 @@ from seg_perception.inference.export import export_onnx
 from seg_perception.inference.preprocess import normalise, resize_batch
 from seg_perception.models.card import load_card
 from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
-from seg_perception.postprocess.roles import load_role_config, resolve_roles, role_masks
-from seg_perception.ros_io.environment import config_file
+from seg_perception.postprocess.roles import role_mapping_for, role_masks
 from seg_perception.synth import render_sequence
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -80,7 +79,7 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
                   batches: Sequence[int], warmup: int = 2, calls: int = 10, device: str = "cpu",
                   baseline: bool = True, progress: Callable[[str], None] = print) -> dict:
     card = load_card(checkpoint)
-    roles = resolve_roles(load_role_config(config_file("classes.yaml")), card.class_names, card.thing_ids)
+    roles = role_mapping_for(card.class_names, card.thing_ids)
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:

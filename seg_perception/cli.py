@@ -111,16 +111,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from seg_perception.evaluation.dataset_eval import EvalSettings, evaluate_model
     from seg_perception.models.checkpoint import load_checkpoint
     from seg_perception.postprocess.panoptic import PanopticConfig
-    from seg_perception.postprocess.roles import load_role_config, resolve_roles
-    from seg_perception.ros_io.environment import config_file
+    from seg_perception.postprocess.roles import role_mapping_for
     from seg_perception.training.data import parse_data_spec
 
     if not args.dataset:
         raise ValueError("give --dataset KIND:PATH:SPLIT (bag replay comes with issue #6)")
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, card = load_checkpoint(args.model, device=device)
-    roles = resolve_roles(load_role_config(args.classes or config_file("classes.yaml")), card.class_names,
-                          card.thing_ids)
+    roles = role_mapping_for(card.class_names, card.thing_ids, args.classes)
     settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=card.input_size,
                             mean=card.mean, std=card.std, roles=roles,
                             panoptic=PanopticConfig.for_input(card.thing_ids, card.input_size))

@@ -72,6 +72,18 @@ def resolve_roles(roles: dict, class_names: Sequence[str], thing_ids: Sequence[i
                        obstacles=tuple(sorted(obstacles)), missing=missing)
 
 
+def default_role_config() -> Path:
+    """The shipped config/classes.yaml."""
+    from seg_perception.ros_io.environment import config_file
+
+    return config_file("classes.yaml")
+
+
+def role_mapping_for(class_names: Sequence[str], thing_ids: Sequence[int], path: Path | None = None) -> RoleMapping:
+    """Roles of a model's classes, from ``path`` or the shipped config."""
+    return resolve_roles(load_role_config(path or default_role_config()), class_names, thing_ids)
+
+
 def role_masks(semantic: torch.Tensor, mapping: RoleMapping) -> dict[str, torch.Tensor]:
     """Boolean (N,H,W) masks of the available roles from a (N,H,W) class-id map.
 

@@ -24,8 +24,7 @@ from seg_perception.models.card import CARD_FILE, WEIGHTS_FILE, ClassEntry, Mode
 from seg_perception.models.factory import build_model
 from seg_perception.models.weights import save_weights
 from seg_perception.postprocess.panoptic import PanopticConfig
-from seg_perception.postprocess.roles import load_role_config, resolve_roles
-from seg_perception.ros_io.environment import config_file
+from seg_perception.postprocess.roles import default_role_config, load_role_config, resolve_roles
 from seg_perception.training.data import IMAGENET_MEAN, IMAGENET_STD, Augmentation, PanopticDataset, parse_data_spec
 from seg_perception.training.losses import LossWeights, panoptic_loss
 
@@ -75,13 +74,8 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _role_mapping():
-    roles = load_role_config(config_file("classes.yaml"))
-    return roles, resolve_roles(roles, labels.CLASS_NAMES, labels.THING_TRAIN_IDS)
-
-
-def _card(config: TrainConfig, *, weights: Path, metrics: dict, duration_s: float, iterations: int) -> ModelCard:
-    roles, _ = _role_mapping()
+def _card(config: TrainConfig, *, roles: dict, weights: Path, metrics: dict, duration_s: float,
+          iterations: int) -> ModelCard:
     return ModelCard(
         arch=config.arch, instance_head=True,
         classes=tuple(ClassEntry(c.train_id, c.name, c.is_thing) for c in labels.CLASSES),
@@ -147,7 +141,8 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    _, role_mapping = _role_mapping()
+    roles = load_role_config(default_role_config())
+    role_mapping = resolve_roles(roles, labels.CLASS_NAMES, labels.THING_TRAIN_IDS)
     eval_settings = EvalSettings(
         class_names=labels.CLASS_NAMES, thing_ids=labels.THING_TRAIN_IDS, input_size=config.input_size,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, roles=role_mapping,
@@ -210,7 +205,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                   + (f", val mIoU {summary.get('miou')}" if summary else ""), flush=True)
 
     if rank == 0:
-        _export(net, config, history, duration_s=time.perf_counter() - started, iterations=iteration)
+        _export(net, config, history, roles=roles, duration_s=time.perf_counter() - started, iterations=iteration)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -250,7 +245,8 @@ class _DeployView:
             self.net.is_deploy = was_deploy
 
 
-def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, duration_s: float, iterations: int) -> None:
+def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, roles: dict, duration_s: float,
+            iterations: int) -> None:
     """The product's checkpoint: deploy-mode weights (no aux heads) and the model card."""
     out = Path(config.out)
     deploy = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES, deploy=True)
@@ -263,6 +259,6 @@ def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, duratio
     if last_val is not None:
         metrics["validation_during_training"] = {"data": list(config.val_data), "values": last_val,
                                                  "note": "fp32 weights at the end of training"}
-    save_card(_card(config, weights=weights, metrics=metrics, duration_s=duration_s,
+    save_card(_card(config, roles=roles, weights=weights, metrics=metrics, duration_s=duration_s,
                     iterations=iterations), out / CARD_FILE)
     print(f"wrote {weights} and {out / CARD_FILE}", flush=True)
