@@ -37,12 +37,17 @@ def test_export_is_a_valid_graph_with_dynamic_batch_and_the_card(demo_onnx: Path
     proto = onnx.load(str(demo_onnx))
     onnx.checker.check_model(proto)
     assert proto.opset_import[0].version >= 17
-    (image,) = proto.graph.input
+    image, state, smoothing = proto.graph.input
+    assert (image.name, state.name, smoothing.name) == ("images", "previous_logits", "smoothing")
     dims = image.type.tensor_type.shape.dim
     card = load_card(DEMO)
     assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [card.input_height,
                                                                              card.input_width, 3]
     assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    # The smoothing state lives at the head's 1/8 resolution (DDRNet), so smoothing costs next to nothing.
+    state_dims = [d.dim_value for d in state.type.tensor_type.shape.dim[1:]]
+    assert state_dims == [card.num_classes, card.input_height // 8, card.input_width // 8]
+    assert smoothing.type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [o.name for o in proto.graph.output] == ["semantic_logits", "semantic_ids", "center", "offset"]
     assert any(p.key == CARD_METADATA_KEY for p in proto.metadata_props)
 
@@ -65,6 +70,28 @@ def test_onnxruntime_matches_torch_on_the_demo_checkpoint(demo_onnx: Path, frame
         assert len(a.infos) == len(b.infos)
         assert [i.class_id for i in a.infos] == [i.class_id for i in b.infos]
         assert float((a.instances == b.instances).float().mean()) >= 0.999
+
+
+def test_smoothing_in_the_graph_blends_with_the_previous_state(demo_onnx: Path, frames: np.ndarray) -> None:
+    runtime, reference = OnnxRuntimeBackend(demo_onnx), TorchBackend(DEMO)
+    assert runtime.state_shape == reference.state_shape
+    first = runtime.infer(frames[:2])
+    # Weight 0 is exactly the unsmoothed result, whatever the state holds.
+    noise = torch.randn(2, *runtime.state_shape)
+    unsmoothed = runtime.infer(frames[:2], noise, torch.zeros(2))
+    assert torch.equal(unsmoothed.semantic_logits, first.semantic_logits)
+    assert torch.equal(unsmoothed.semantic_ids, first.semantic_ids)
+    # Weight w blends per image: camera 0 keeps its own past, camera 1 is reset.
+    later = runtime.infer(frames[2:4])
+    blended = runtime.infer(frames[2:4], first.semantic_logits, torch.tensor([0.6, 0.0]))
+    torch.testing.assert_close(blended.semantic_logits[0], 0.6 * first.semantic_logits[0]
+                               + 0.4 * later.semantic_logits[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(blended.semantic_logits[1], later.semantic_logits[1])
+    torch_blended = reference.infer(frames[2:4], first.semantic_logits, torch.tensor([0.6, 0.0]))
+    agreement = float((torch_blended.semantic_ids == blended.semantic_ids).float().mean())
+    assert agreement >= 0.999
+    with pytest.raises(BackendError, match="smoothing state"):
+        runtime.infer(frames[:2], first.semantic_logits[:1], torch.zeros(1))
 
 
 def test_backends_refuse_what_they_cannot_do(demo_onnx: Path, frames: np.ndarray) -> None:

@@ -1,7 +1,9 @@
 """Inference backends behind one interface: a batch of uint8 RGB images in, ``ModelOutputs`` out.
 
 The images are already at the model's input size (``preprocess.resize_batch``); what runs the network
-is the backend's business, the pipeline above does not care.
+is the backend's business, the pipeline above does not care. Every backend takes the temporal smoothing
+state too (``previous_logits`` (N, C, h, w) and per-image weights ``smoothing`` (N,)); without them it
+runs unsmoothed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from seg_perception.inference.export import CARD_METADATA_KEY, INPUT_NAME
+from seg_perception.inference.export import (
+    CARD_METADATA_KEY,
+    INPUT_NAME,
+    SMOOTHING_INPUT_NAME,
+    STATE_INPUT_NAME,
+    state_shape,
+)
 from seg_perception.inference.preprocess import normalise
 from seg_perception.models.card import card_from_dict
 from seg_perception.models.checkpoint import load_checkpoint
@@ -27,14 +35,29 @@ class BackendError(RuntimeError):
 class Backend(Protocol):
     name: str  # e.g. "torch:cpu", "onnxruntime:CPUExecutionProvider"
     input_size: tuple[int, int]  # (width, height)
+    state_shape: tuple[int, int, int]  # (C, h, w) of the smoothing state
 
-    def infer(self, images: np.ndarray) -> ModelOutputs: ...
+    def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
+              smoothing: torch.Tensor | None = None) -> ModelOutputs: ...
 
 
 def _check_batch(images: np.ndarray, input_size: tuple[int, int]) -> None:
     width, height = input_size
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (height, width, 3):
         raise BackendError(f"expected (N, {height}, {width}, 3) uint8 RGB, got {images.shape} {images.dtype}")
+
+
+def smoothing_inputs(batch: int, shape: tuple[int, int, int], previous_logits: torch.Tensor | None,
+                     smoothing: torch.Tensor | None, device: torch.device | str = "cpu",
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state inputs to feed, zeros with weight 0 (exactly unsmoothed) when the caller has none."""
+    if previous_logits is None:
+        return torch.zeros((batch, *shape), device=device), torch.zeros(batch, device=device)
+    if smoothing is None or tuple(previous_logits.shape) != (batch, *shape) or tuple(smoothing.shape) != (batch,):
+        raise BackendError(f"smoothing state must be ({batch}, {', '.join(map(str, shape))}) with ({batch},) "
+                           f"weights, got {tuple(previous_logits.shape)} and "
+                           f"{None if smoothing is None else tuple(smoothing.shape)}")
+    return previous_logits.to(device, torch.float32), smoothing.to(device, torch.float32)
 
 
 class TorchBackend:
@@ -45,12 +68,15 @@ class TorchBackend:
         self.model, self.card = load_checkpoint(checkpoint, device=device)
         self.device = torch.device(device)
         self.input_size = input_size or self.card.input_size  # fully convolutional: other sizes run too
+        self.state_shape = state_shape(self.model, self.input_size)
         self.name = f"torch:{self.device}"
 
     @torch.no_grad()
-    def infer(self, images: np.ndarray) -> ModelOutputs:
+    def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
+              smoothing: torch.Tensor | None = None) -> ModelOutputs:
         _check_batch(images, self.input_size)
-        return self.model(normalise(images, self.card.mean, self.card.std, self.device))
+        state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing, self.device)
+        return self.model(normalise(images, self.card.mean, self.card.std, self.device), state, weights)
 
 
 class OnnxRuntimeBackend:
@@ -76,12 +102,20 @@ class OnnxRuntimeBackend:
         except ValueError as error:  # ModelCardError and JSONDecodeError both are
             raise BackendError(f"{onnx_path}: embedded model card is invalid: {error}") from error
         self.input_size = self.card.input_size
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if set(inputs) != {INPUT_NAME, STATE_INPUT_NAME, SMOOTHING_INPUT_NAME}:
+            raise BackendError(f"{onnx_path}: graph inputs {sorted(inputs)} are not those of `seg-perception export` "
+                               f"({INPUT_NAME}, {STATE_INPUT_NAME}, {SMOOTHING_INPUT_NAME}); re-export it")
+        self.state_shape = tuple(inputs[STATE_INPUT_NAME][1:])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
 
-    def infer(self, images: np.ndarray) -> ModelOutputs:
+    def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
+              smoothing: torch.Tensor | None = None) -> ModelOutputs:
         _check_batch(images, self.input_size)
-        values = dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: images}), strict=True))
+        state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing)
+        feeds = {INPUT_NAME: images, STATE_INPUT_NAME: state.numpy(), SMOOTHING_INPUT_NAME: weights.numpy()}
+        values = dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
         tensors = {k: torch.from_numpy(v) for k, v in values.items()}
         return ModelOutputs(semantic_logits=tensors["semantic_logits"], semantic_ids=tensors["semantic_ids"],
                             center=tensors.get("center"), offset=tensors.get("offset"))

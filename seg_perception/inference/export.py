@@ -1,10 +1,13 @@
 """`seg-perception export`: one ONNX graph from camera pixels to network outputs.
 
-Input ``images``: (N, H, W, 3) uint8 RGB at the model card's input size, N dynamic (one image per
-camera). The graph holds the layout change, the normalisation, the deploy-mode network (no auxiliary
-heads), the argmax and the centre sigmoid; outputs are ``semantic_logits`` (N, C, H, W), ``semantic_ids``
-(N, H, W) int64, ``center`` (N, 1, H, W) in [0, 1] and ``offset`` (N, 2, H, W). The model card travels in
-the file's metadata (``seg_perception.model_card``), so a runtime can check what it was given.
+Inputs: ``images`` (N, H, W, 3) uint8 RGB at the model card's input size, N dynamic (one image per
+camera); ``previous_logits`` (N, C, h, w) float, the ``semantic_logits`` this camera produced last time
+(zeros when there is none), and ``smoothing`` (N,) float, the weight of the past per image (0 = no
+smoothing, bit-exact). The graph holds the layout change, the normalisation, the deploy-mode network
+(no auxiliary heads), the temporal smoothing at head resolution, the argmax and the centre sigmoid;
+outputs are ``semantic_logits`` (N, C, h, w) (the smoothed state), ``semantic_ids`` (N, H, W) int64,
+``center`` (N, 1, H, W) in [0, 1] and ``offset`` (N, 2, H, W). The model card travels in the file's
+metadata (``seg_perception.model_card``), so a runtime can check what it was given.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.models.export_wrappers import NormalizedModel
 
 INPUT_NAME = "images"
+STATE_INPUT_NAME = "previous_logits"
+SMOOTHING_INPUT_NAME = "smoothing"
 CARD_METADATA_KEY = "seg_perception.model_card"
 MIN_OPSET = 17
 
@@ -39,9 +44,19 @@ class CameraPixelsModel(nn.Module):
     def output_names(self) -> tuple[str, ...]:
         return self.normalized.output_names
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, images: torch.Tensor, previous_logits: torch.Tensor,
+                smoothing: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Cast first: TensorRT accepts uint8 only at the graph boundary, straight into a Cast.
-        return self.normalized(images.float().permute(0, 3, 1, 2))
+        return self.normalized(images.float().permute(0, 3, 1, 2), previous_logits, smoothing)
+
+
+def state_shape(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int, int]:
+    """(C, h, w) of the smoothing state (the head-resolution logits) at ``input_size``, by one dry run."""
+    width, height = input_size
+    parameter = next(model.parameters())
+    with torch.no_grad():
+        logits = model(torch.zeros(1, 3, height, width, device=parameter.device)).semantic_logits
+    return tuple(logits.shape[1:])
 
 
 def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPSET,
@@ -59,14 +74,16 @@ def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPS
                        metrics={"note": f"exported at {input_size[0]}x{input_size[1]}; metrics were measured at "
                                         f"{card.input_width}x{card.input_height}"})
     graph = CameraPixelsModel(NormalizedModel(model, mean=card.mean, std=card.std))
-    example = torch.zeros(1, card.input_height, card.input_width, 3, dtype=torch.uint8)
+    example = (torch.zeros(1, card.input_height, card.input_width, 3, dtype=torch.uint8),
+               torch.zeros(1, *state_shape(model, card.input_size)), torch.zeros(1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = list(graph.output_names)
+    inputs = [INPUT_NAME, STATE_INPUT_NAME, SMOOTHING_INPUT_NAME]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-        torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=names, dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *names]})
+        torch.onnx.export(graph, example, str(out), dynamo=False, opset_version=opset, input_names=inputs,
+                          output_names=names, dynamic_axes={name: {0: "batch"} for name in [*inputs, *names]})
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
     entry = proto.metadata_props.add()

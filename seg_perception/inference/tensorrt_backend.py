@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from seg_perception.inference import engine_cache
-from seg_perception.inference.backends import BackendError
-from seg_perception.inference.export import INPUT_NAME
+from seg_perception.inference.backends import BackendError, smoothing_inputs
+from seg_perception.inference.export import INPUT_NAME, SMOOTHING_INPUT_NAME, STATE_INPUT_NAME
 from seg_perception.models.card import ModelCard, sha256_of
 from seg_perception.models.panoptic import ModelOutputs
 
@@ -80,6 +80,14 @@ class Int8Calibrator:
         return _Calibrator()
 
 
+def _static_dims(network, name: str) -> tuple[int, ...]:
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if tensor.name == name:
+            return tuple(tensor.shape)[1:]
+    raise BackendError(f"the ONNX graph has no input {name!r}; re-export it with `seg-perception export`")
+
+
 def build_engine(onnx_path: Path, path: Path, key: engine_cache.EngineKey, *, cache_dir: Path,
                  calibrator: object | None = None, workspace_gib: int = 4) -> float:
     """Build and serialise an engine; returns the build time in seconds."""
@@ -103,6 +111,9 @@ def build_engine(onnx_path: Path, path: Path, key: engine_cache.EngineKey, *, ca
     profile = builder.create_optimization_profile()
     shape = (key.input_height, key.input_width, 3)
     profile.set_shape(INPUT_NAME, (1, *shape), (key.max_batch, *shape), (key.max_batch, *shape))
+    state = _static_dims(network, STATE_INPUT_NAME)
+    profile.set_shape(STATE_INPUT_NAME, (1, *state), (key.max_batch, *state), (key.max_batch, *state))
+    profile.set_shape(SMOOTHING_INPUT_NAME, (1,), (key.max_batch,), (key.max_batch,))
     config.add_optimization_profile(profile)
     timing_path = cache_dir / TIMING_CACHE
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")
@@ -153,20 +164,25 @@ class TensorRTBackend:
         self.engine_path = decision.engine_path
         self.name = f"tensorrt:{precision}"
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.state_shape = tuple(self.engine.get_tensor_shape(STATE_INPUT_NAME))[1:]
         self.stream = torch.cuda.Stream()
 
-    def infer(self, images: np.ndarray) -> ModelOutputs:
+    def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
+              smoothing: torch.Tensor | None = None) -> ModelOutputs:
         width, height = self.input_size
         batch_ok = 1 <= len(images) <= self.max_batch
         if images.dtype != np.uint8 or images.shape[1:] != (height, width, 3) or not batch_ok:
             raise BackendError(f"expected (1..{self.max_batch}, {height}, {width}, 3) uint8, got {images.shape}")
         with torch.cuda.stream(self.stream):
             batch = torch.from_numpy(images).cuda(non_blocking=True)
-            self.context.set_input_shape(INPUT_NAME, tuple(batch.shape))
-            self.context.set_tensor_address(INPUT_NAME, batch.data_ptr())
+            state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing, "cuda")
+            inputs = {INPUT_NAME: batch, STATE_INPUT_NAME: state.contiguous(), SMOOTHING_INPUT_NAME: weights}
+            for name, tensor in inputs.items():
+                self.context.set_input_shape(name, tuple(tensor.shape))
+                self.context.set_tensor_address(name, tensor.data_ptr())
             outputs = {}
             for name in self.names:
-                if name == INPUT_NAME:
+                if name in inputs:
                     continue
                 dtype = _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
                 tensor = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")

@@ -45,7 +45,8 @@ class NormalizedModel(nn.Module):
             names += ["center", "offset"]
         return tuple(names)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(image.float() * self.scale + self.shift)
+    def forward(self, image: torch.Tensor, previous_logits: torch.Tensor | None = None,
+                smoothing: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(image.float() * self.scale + self.shift, previous_logits, smoothing)
         assert isinstance(outputs, ModelOutputs)
         return tuple(tensor for tensor in outputs if tensor is not None)

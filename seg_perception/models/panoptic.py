@@ -10,13 +10,19 @@ Output contract (H, W = input size; every output is resized bilinearly to it):
     each pixel to the centre of its instance (same convention as ``datasets.targets.instance_targets``).
   ``"center"`` and ``"offset"`` are absent when the model has no instance head.
 * Deploy mode (``deploy=True``) returns ``ModelOutputs`` (a NamedTuple, exports as 4 outputs):
-    ``semantic_logits`` (N, C, H, W) float, kept because temporal smoothing works on class probabilities;
-    ``semantic_ids`` (N, H, W) int64, ``semantic_logits.argmax(1)`` computed in the graph;
+    ``semantic_logits`` (N, C, h, w) float at the semantic head's own resolution (1/8 of the input for
+    DDRNet), after temporal smoothing: the state a caller feeds back as ``previous_logits`` next frame;
+    ``semantic_ids`` (N, H, W) int64, the argmax of those logits resized to the input, computed in the graph;
     ``center`` (N, 1, H, W) float in [0, 1] (sigmoid applied) or None without an instance head;
     ``offset`` (N, 2, H, W) float as in training, or None without an instance head.
   Deploy models carry no auxiliary heads (neither parameters nor outputs).
 
 Inputs are (N, 3, H, W) float RGB, already normalised with the ImageNet mean/std (see ``NormalizedModel``).
+
+Temporal smoothing lives in the deploy graph, at the head's low resolution where it costs next to nothing:
+``logits = w * previous_logits + (1 - w) * current`` per image, with ``smoothing`` = w in [0, 1) of shape (N,).
+w = 0 (or no ``previous_logits``) gives exactly the unsmoothed result; the caller decides w per camera
+(0 after a reset: bag loop, gap, new image size).
 """
 
 from __future__ import annotations
@@ -99,10 +105,17 @@ class PanopticNet(nn.Module):
         self.is_deploy = True
         return self.eval()
 
-    def forward(self, image: torch.Tensor) -> TrainingOutputs | ModelOutputs:
+    def forward(self, image: torch.Tensor, previous_logits: torch.Tensor | None = None,
+                smoothing: torch.Tensor | None = None) -> TrainingOutputs | ModelOutputs:
         size = image.shape[-2:]
         features = self.backbone(image)
-        semantic = resize_to(self.semantic_head(features.shared), size)
+        semantic_small = self.semantic_head(features.shared)
+        if previous_logits is not None:
+            if not self.is_deploy or smoothing is None:
+                raise ValueError("previous_logits is for deploy mode and needs smoothing weights, one per image")
+            weight = smoothing.to(semantic_small.dtype).view(-1, 1, 1, 1)
+            semantic_small = weight * previous_logits + (1.0 - weight) * semantic_small
+        semantic = resize_to(semantic_small, size)
         center = offset = None
         if self.instance_head is not None:
             center_logits, offset_small = self.instance_head(features.shared)
@@ -111,7 +124,7 @@ class PanopticNet(nn.Module):
 
         if self.is_deploy:
             return ModelOutputs(
-                semantic_logits=semantic,
+                semantic_logits=semantic_small,
                 semantic_ids=semantic.argmax(dim=1),
                 center=None if center is None else center.sigmoid(),
                 offset=offset,
