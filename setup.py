@@ -22,11 +22,13 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.json")),
+        (f"share/{PACKAGE}/models/demo", glob("models/demo/*")),
     ],
     zip_safe=False,
     entry_points={
         "console_scripts": [
             "seg-perception = seg_perception.cli:main",
+            "seg_perception_node = seg_perception.ros_io.node:main",
         ],
     },
 )

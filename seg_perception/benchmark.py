@@ -2,8 +2,9 @@
 
 For each backend x input size x batch (cameras): warm-up calls first, the device synchronised before
 every clock read, then per call the stages preprocess (batching, normalisation where the backend does
-not do it in its graph), inference, postprocess (panoptic grouping and role masks) and smoothing
-(temporal smoothing, once it exists; reported as not measured until then). Baseline: torchvision's
+not do it in its graph), inference (the network and the in-graph smoothing blend), postprocess
+(panoptic grouping, role masks) and smoothing (per-camera state and obstacle tracking), all through the
+same ``PerceptionPipeline`` the node runs, at model resolution. Baseline: torchvision's
 LR-ASPP MobileNetV3-Large in eager PyTorch at the same size (semantic only: argmax and role masks).
 Compare rows as ratios measured in one run, never across machines.
 """
@@ -16,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,11 @@ from seg_perception.inference.backends import OnnxRuntimeBackend, TorchBackend
 from seg_perception.inference.export import export_onnx
 from seg_perception.inference.preprocess import normalise, resize_batch
 from seg_perception.models.card import load_card
-from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
+from seg_perception.pipeline.pipeline import CameraFrame, PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for, role_masks
 from seg_perception.synth import render_sequence
 
-STAGES = ("preprocess", "inference", "postprocess")
+STAGES = ("preprocess", "inference", "postprocess", "smoothing")
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,9 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
     card = load_card(checkpoint)
     roles = role_mapping_for(card.class_names, card.thing_ids)
     rows: list[BenchRow] = []
+    blend: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
-            config = PanopticConfig.for_input(card.thing_ids, size)
             frames = _frames(size, max(batches))
             runners: dict[str, object] = {}
             if "torch" in backends:
@@ -93,32 +93,47 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
                 runners["onnxruntime:CPUExecutionProvider"] = OnnxRuntimeBackend(onnx_path)
             for name, backend in runners.items():
                 for batch in batches:
-                    run = partial(_pipeline_call, backend, frames[:batch], size, config, roles, device)
+                    run = _PipelineCall(backend, card, roles, frames[:batch])
                     rows.append(_row(name, card.arch, size, batch, _time_calls(run, warmup=warmup, calls=calls)))
                     progress(_format_row(rows[-1]))
+                blend[f"{size[0]}x{size[1]}"] = smoothing_blend_ms(backend.state_shape, 1, device)
             if baseline:
                 rows += _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, progress)
     return {"machine": machine_description(device), "checkpoint": str(checkpoint), "warmup": warmup, "calls": calls,
-            "note": "temporal smoothing is not implemented yet (issue #5): not part of end-to-end",
-            "rows": [asdict(r) for r in rows], "ratios": ratios(rows)}
+            "smoothing_blend_ms_per_image": blend, "rows": [asdict(r) for r in rows], "ratios": ratios(rows)}
 
 
-def _pipeline_call(backend, frames: list[np.ndarray], size: tuple[int, int], config: PanopticConfig, roles,
-                   device: str) -> dict[str, float]:
-    """One end-to-end call of our pipeline; milliseconds per stage."""
-    times, start = {}, time.perf_counter()
-    images = resize_batch(frames, size)
-    times["preprocess"] = (time.perf_counter() - start) * 1000
-    start = time.perf_counter()
-    outputs = backend.infer(images)
-    _sync(device)
-    times["inference"] = (time.perf_counter() - start) * 1000
-    start = time.perf_counter()
-    panoptic = group_batch(outputs.semantic_ids, outputs.center, outputs.offset, config)
-    role_masks(torch.stack([p.semantic for p in panoptic]), roles)
-    _sync(device)
-    times["postprocess"] = (time.perf_counter() - start) * 1000
-    return times
+class _PipelineCall:
+    """One end-to-end call of the node's pipeline per ``__call__``; milliseconds per stage.
+
+    Stamps advance by 100 ms per call, so smoothing and tracking run as on a 10 Hz stream.
+    """
+
+    def __init__(self, backend, card, roles, frames: list[np.ndarray]) -> None:
+        settings = PipelineSettings(output_resolution="model")
+        self.pipeline = PerceptionPipeline(backend, card, roles, settings)
+        self.frames, self.stamp_ns = frames, 0
+
+    def __call__(self) -> dict[str, float]:
+        self.stamp_ns += 100_000_000
+        batch = [CameraFrame(camera=f"camera{i}", image=image, stamp_ns=self.stamp_ns, frame_id="bench")
+                 for i, image in enumerate(self.frames)]
+        return dict(self.pipeline.process(batch)[0].timings_ms)
+
+
+def smoothing_blend_ms(state_shape: tuple[int, int, int], batch: int, device: str, repeats: int = 50) -> float:
+    """Median time of the in-graph blend alone (w * previous + (1 - w) * current), the cost smoothing adds."""
+    previous = torch.randn(batch, *state_shape, device=device)
+    current = torch.randn(batch, *state_shape, device=device)
+    weight = torch.full((batch, 1, 1, 1), 0.5, device=device)
+    samples = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        weight * previous + (1.0 - weight) * current
+        _sync(device)
+        samples.append((time.perf_counter() - start) * 1000)
+    return round(float(np.median(samples)), 4)
 
 
 def _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, progress) -> list[BenchRow]:
@@ -186,14 +201,13 @@ def _format_row(row: BenchRow) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    columns = ("backend", "model", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "FPS", "preprocess", "inference",
-               "postprocess")
+    columns = ("backend", "model", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "FPS", *STAGES)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in result["rows"]:
         s = r["stage_p50_ms"]
+        stages = " | ".join(str(s.get(stage, "-")) for stage in STAGES)  # the baseline has no smoothing stage
         lines.append(f"| {r['backend']} | {r['model']} | {r['width']}x{r['height']} | {r['batch']} | "
-                     f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | {s['preprocess']} | "
-                     f"{s['inference']} | {s['postprocess']} |")
+                     f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | {stages} |")
     return "\n".join(lines)
 
 

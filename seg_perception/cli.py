@@ -16,7 +16,6 @@ from seg_perception.ros_io.environment import apply_ros_defaults
 
 PLANNED = {
     "export --tensorrt": "build TensorRT engines (issue #4); `export` to ONNX works now",
-    "node": "run the ROS 2 node from a params file (issue #5)",
     "eval BAG": "replay bags and compute metrics (issue #6); `eval --dataset` works on folders now",
     "play": "publish a bag's camera topics (issue #6)",
     "record": "record the node's outputs to a bag (issue #6)",
@@ -239,10 +238,38 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-baseline", action="store_true", help="skip torchvision LR-ASPP MobileNetV3")
     bench.add_argument("--json", type=Path, help="also write the results here")
     bench.set_defaults(run=cmd_bench)
+    node = sub.add_parser("node", help="run the ROS 2 node seg_perception_node from a params file",
+                          description="Runs seg_perception_node here, where `ros2 launch` is not available. "
+                                      "Extra ROS arguments go after --ros-args, e.g. "
+                                      "--ros-args -r __ns:=/vehicle -r ~/front/in/image:=/cam/front/image_raw")
+    node.add_argument("--params", type=Path, help="parameter file (default: the shipped config/perception.param.yaml)")
+    node.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                      help="topic remap, e.g. ~/front/in/image:=/front/image_raw; repeatable")
+    node.add_argument("--set", action="append", default=[], metavar="NAME:=VALUE",
+                      help="override one parameter, e.g. backend:=torch; repeatable")
+    node.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
+                      help="everything after it goes to ROS unchanged")
+    node.set_defaults(run=cmd_node)
     demo = sub.add_parser("demo", help="the newcomer's first run (make demo)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     demo.set_defaults(run=cmd_demo)
     return parser
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from seg_perception.ros_io.environment import config_file
+    from seg_perception.ros_io.node import NODE_NAME
+    from seg_perception.ros_io.node import main as node_main
+    from seg_perception.ros_io.params import PARAMS_FILE, load_param_file
+
+    params = args.params or config_file(PARAMS_FILE)
+    load_param_file(params)  # a bad file is named with every problem before ROS starts
+    ros_args = ["--params-file", str(params)]
+    for remap in args.remap:
+        ros_args += ["-r", remap]
+    for override in args.set:
+        ros_args += ["-p", override]
+    return node_main([NODE_NAME, "--ros-args", *ros_args, *args.ros_args])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

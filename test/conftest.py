@@ -59,10 +59,8 @@ class ProcessGroup:
         self.processes: list[subprocess.Popen[str]] = []
 
     def start(self, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            args, start_new_session=True, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs,  # type: ignore[arg-type]
-        )
+        options = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, **kwargs}  # a log file may replace PIPE
+        proc = subprocess.Popen(args, start_new_session=True, text=True, **options)  # type: ignore[call-overload]
         self.processes.append(proc)
         return proc
 

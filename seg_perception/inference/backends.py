@@ -23,7 +23,7 @@ from seg_perception.inference.export import (
     state_shape,
 )
 from seg_perception.inference.preprocess import normalise
-from seg_perception.models.card import card_from_dict
+from seg_perception.models.card import ModelCard, card_from_dict
 from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.models.panoptic import ModelOutputs
 
@@ -60,6 +60,15 @@ def smoothing_inputs(batch: int, shape: tuple[int, int, int], previous_logits: t
     return previous_logits.to(device, torch.float32), smoothing.to(device, torch.float32)
 
 
+def _card_from_metadata(onnx_path: Path | str, metadata: dict[str, str]) -> ModelCard:
+    if CARD_METADATA_KEY not in metadata:
+        raise BackendError(f"{onnx_path}: no model card in its metadata; export it with `seg-perception export`")
+    try:
+        return card_from_dict(json.loads(metadata[CARD_METADATA_KEY]), f"{onnx_path} metadata")
+    except ValueError as error:  # ModelCardError and JSONDecodeError both are
+        raise BackendError(f"{onnx_path}: embedded model card is invalid: {error}") from error
+
+
 class TorchBackend:
     """Eager PyTorch, the reference (CPU or CUDA)."""
 
@@ -94,13 +103,7 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if CARD_METADATA_KEY not in metadata:
-            raise BackendError(f"{onnx_path}: no model card in its metadata; export it with `seg-perception export`")
-        try:
-            self.card = card_from_dict(json.loads(metadata[CARD_METADATA_KEY]), f"{onnx_path} metadata")
-        except ValueError as error:  # ModelCardError and JSONDecodeError both are
-            raise BackendError(f"{onnx_path}: embedded model card is invalid: {error}") from error
+        self.card = _card_from_metadata(onnx_path, self.session.get_modelmeta().custom_metadata_map)
         self.input_size = self.card.input_size
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if set(inputs) != {INPUT_NAME, STATE_INPUT_NAME, SMOOTHING_INPUT_NAME}:
@@ -109,6 +112,14 @@ class OnnxRuntimeBackend:
         self.state_shape = tuple(inputs[STATE_INPUT_NAME][1:])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
+
+    @staticmethod
+    def read_card(onnx_path: Path | str) -> ModelCard:
+        """The model card embedded by `seg-perception export`, without starting a session."""
+        import onnx
+
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+        return _card_from_metadata(onnx_path, {p.key: p.value for p in proto.metadata_props})
 
     def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
               smoothing: torch.Tensor | None = None) -> ModelOutputs:

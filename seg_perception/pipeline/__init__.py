@@ -1,0 +1,1 @@
+"""Per-camera perception pipeline: batching, smoothing, tracking and frame statistics (no ROS)."""

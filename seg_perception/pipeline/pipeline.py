@@ -1,0 +1,210 @@
+"""The perception pipeline without ROS: camera frames in, masks, instances and obstacles out.
+
+``preprocess -> backend (network + in-graph smoothing) -> panoptic grouping -> tracking -> role masks``.
+The ROS node, ``seg-perception eval`` on bags and the benchmark all run this same code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from seg_perception.inference.backends import Backend
+from seg_perception.inference.preprocess import resize_batch
+from seg_perception.models.card import ModelCard
+from seg_perception.pipeline.smoothing import TemporalSmoother
+from seg_perception.pipeline.tracking import ObstacleTracker
+from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
+from seg_perception.postprocess.roles import ROLE_NAMES, RoleMapping
+
+OUTPUT_RESOLUTIONS = ("model", "camera")
+STAGES = ("preprocess", "inference", "postprocess", "smoothing")
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    camera: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    stamp_ns: int  # the image header's stamp
+    frame_id: str
+    receive_ns: int = 0  # when it arrived, on the stamp's clock (0 when unknown, e.g. bag replay)
+    header: Any = None  # the original ROS header, copied to every output (None outside ROS)
+
+
+@dataclass(frozen=True)
+class Obstacle:
+    instance_id: int  # value in the instance image
+    track_id: int  # stable across frames of one camera
+    class_id: int
+    class_name: str
+    score: float
+    bbox_xywh: tuple[int, int, int, int]  # output-resolution pixels
+    area_px: int
+    centroid_xy: tuple[float, float]
+
+
+@dataclass
+class FrameResult:
+    frame: CameraFrame
+    semantic: np.ndarray  # (H, W) uint8 class ids at output resolution
+    instances: np.ndarray  # (H, W) uint16 instance ids, 0 = none; ids match ``obstacles``
+    masks: dict[str, np.ndarray]  # role -> (H, W) uint8 0/255; unavailable roles are absent
+    obstacles: tuple[Obstacle, ...]
+    timings_ms: dict[str, float]  # per stage (STAGES), shared by the frames of one batch
+    batch_size: int
+    smoothing_weight: float  # 0 when not smoothed (off, or reset for ``reset_reason``)
+    reset_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    output_resolution: str = "camera"
+    smoothing_enabled: bool = True
+    smoothing_strength: float = 0.5
+    smoothing_max_gap_s: float = 0.5
+    tracking_iou_threshold: float = 0.3
+    tracking_max_misses: int = 2
+
+    def __post_init__(self) -> None:
+        if self.output_resolution not in OUTPUT_RESOLUTIONS:
+            raise ValueError(f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {self.output_resolution!r}")
+
+
+def role_lookup_tables(mapping: RoleMapping) -> dict[str, np.ndarray]:
+    """role -> 256-entry uint8 table (255 for the role's classes), so a mask is one lookup of the class map."""
+    tables = {}
+    obstacle_ids = set(mapping.obstacles)
+    for role in ROLE_NAMES:
+        ids = getattr(mapping, role)
+        if not ids:
+            continue  # unavailable: no mask at all, never an empty one
+        if role == "drivable":
+            ids = tuple(i for i in ids if i not in obstacle_ids)
+        table = np.zeros(256, np.uint8)
+        table[list(ids)] = 255
+        tables[role] = table
+    return tables
+
+
+class PerceptionPipeline:
+    def __init__(self, backend: Backend, card: ModelCard, roles: RoleMapping,
+                 settings: PipelineSettings = PipelineSettings()) -> None:
+        self.backend, self.card, self.roles = backend, card, roles
+        self.panoptic = PanopticConfig.for_input(card.thing_ids, backend.input_size)
+        self.role_tables = role_lookup_tables(roles)
+        self.smoother = TemporalSmoother(enabled=settings.smoothing_enabled, strength=settings.smoothing_strength,
+                                         max_gap_s=settings.smoothing_max_gap_s)
+        self.trackers: dict[str, ObstacleTracker] = {}
+        self.settings = settings
+
+    def configure(self, settings: PipelineSettings) -> None:
+        """Live changes (smoothing, tracking, output resolution); the streams' state is kept."""
+        self.smoother.configure(enabled=settings.smoothing_enabled, strength=settings.smoothing_strength,
+                                max_gap_s=settings.smoothing_max_gap_s)
+        if (settings.tracking_iou_threshold, settings.tracking_max_misses) != (
+                self.settings.tracking_iou_threshold, self.settings.tracking_max_misses):
+            self.trackers.clear()
+        self.settings = settings
+
+    def _tracker(self, camera: str) -> ObstacleTracker:
+        if camera not in self.trackers:
+            self.trackers[camera] = ObstacleTracker(iou_threshold=self.settings.tracking_iou_threshold,
+                                                    max_misses=self.settings.tracking_max_misses)
+        return self.trackers[camera]
+
+    def process(self, frames: Sequence[CameraFrame]) -> list[FrameResult]:
+        """One backend call for the batch (one frame per camera); raises the backend's errors."""
+        if not frames:
+            return []
+        timings: dict[str, float] = {}
+        cameras = [f.camera for f in frames]
+        stamps = [f.stamp_ns for f in frames]
+        sizes = [(f.image.shape[1], f.image.shape[0]) for f in frames]
+
+        start = time.perf_counter()
+        batch = resize_batch([f.image for f in frames], self.backend.input_size)
+        timings["preprocess"] = _ms(start)
+
+        start = time.perf_counter()
+        reasons = [self.smoother.discontinuity(c, s, z) for c, s, z in zip(cameras, stamps, sizes, strict=True)]
+        previous, weights = self.smoother.inputs(cameras, reasons, self.backend.state_shape)
+        smoothing_ms = _ms(start)
+
+        start = time.perf_counter()
+        outputs = self.backend.infer(batch, previous, weights)
+        semantic_ids = outputs.semantic_ids.cpu()
+        center = None if outputs.center is None else outputs.center.cpu()
+        offset = None if outputs.offset is None else outputs.offset.cpu()
+        timings["inference"] = _ms(start)
+
+        start = time.perf_counter()
+        self.smoother.update(cameras, stamps, sizes, outputs.semantic_logits)
+        smoothing_ms += _ms(start)
+
+        start = time.perf_counter()
+        if center is not None and offset is not None:
+            panoptic = group_batch(semantic_ids, center, offset, self.panoptic)
+            semantic_maps = [p.semantic.numpy().astype(np.uint8) for p in panoptic]
+            instance_maps = [p.instances.numpy().astype(np.uint16) for p in panoptic]
+            infos = [p.infos for p in panoptic]
+        else:  # a model without an instance head: no instances, obstacles come from the class map only
+            semantic_maps = [m.numpy().astype(np.uint8) for m in semantic_ids]
+            instance_maps = [np.zeros(m.shape, np.uint16) for m in semantic_maps]
+            infos = [() for _ in frames]
+        timings["postprocess"] = _ms(start)
+
+        start = time.perf_counter()
+        track_ids = []
+        for camera, reason, instances, frame_infos in zip(cameras, reasons, instance_maps, infos, strict=True):
+            tracker = self._tracker(camera)
+            if reason is not None and reason != "first_frame":
+                tracker.reset()
+            track_ids.append(tracker.update(instances, {i.instance_id: i.class_id for i in frame_infos}))
+        timings["smoothing"] = smoothing_ms + _ms(start)
+
+        start = time.perf_counter()
+        results = []
+        for i, frame in enumerate(frames):
+            semantic, instances, size = semantic_maps[i], instance_maps[i], sizes[i]
+            scale = (1.0, 1.0)
+            if self.settings.output_resolution == "camera" and size != (semantic.shape[1], semantic.shape[0]):
+                scale = (size[0] / semantic.shape[1], size[1] / semantic.shape[0])
+                semantic = cv2.resize(semantic, size, interpolation=cv2.INTER_NEAREST)
+                instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
+            masks = {role: table[semantic] for role, table in self.role_tables.items()}
+            obstacles = self._obstacles(infos[i], track_ids[i], instances, scale)
+            results.append(FrameResult(frame=frame, semantic=semantic, instances=instances, masks=masks,
+                                       obstacles=obstacles, timings_ms=timings, batch_size=len(frames),
+                                       smoothing_weight=0.0 if weights is None else float(weights[i]),
+                                       reset_reason=reasons[i]))
+        timings["postprocess"] += _ms(start)
+        return results
+
+    def _obstacles(self, infos, track_ids: dict[int, int], instances: np.ndarray,
+                   scale: tuple[float, float]) -> tuple[Obstacle, ...]:
+        if not infos:
+            return ()
+        areas = np.bincount(instances.ravel(), minlength=len(infos) + 1)  # exact at the output resolution
+        sx, sy = scale
+        names = self.card.class_names
+        obstacles = []
+        for info in infos:
+            x, y, w, h = info.bbox_xywh
+            x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
+            x1, y1 = int(np.ceil((x + w) * sx)), int(np.ceil((y + h) * sy))
+            obstacles.append(Obstacle(
+                instance_id=info.instance_id, track_id=track_ids[info.instance_id], class_id=info.class_id,
+                class_name=names[info.class_id], score=info.score, bbox_xywh=(x0, y0, x1 - x0, y1 - y0),
+                area_px=int(areas[info.instance_id]),
+                centroid_xy=((info.centroid_xy[0] + 0.5) * sx - 0.5, (info.centroid_xy[1] + 0.5) * sy - 0.5)))
+        return tuple(obstacles)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

@@ -1,0 +1,102 @@
+"""Health of the node for `/diagnostics`: pure logic from pipeline statistics to statuses, then messages.
+
+Levels per camera: OK; WARN when the end-to-end p99 exceeds the latency budget or frames were dropped
+since the last report; ERROR when no input arrived for ``no_input_timeout_s`` or the backend failed
+since the last report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from seg_perception.pipeline.stats import CameraSnapshot
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes in the message)
+HARDWARE_ID = "seg_perception"
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    level: int
+    message: str
+    values: tuple[tuple[str, str], ...]
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.2f}{unit}"
+
+
+class HealthMonitor:
+    """Turns snapshots into statuses; remembers the previous report to speak of what happened since."""
+
+    def __init__(self, node_name: str, *, latency_budget_ms: float, no_input_timeout_s: float) -> None:
+        self.node_name = node_name
+        self.latency_budget_ms, self.no_input_timeout_s = latency_budget_ms, no_input_timeout_s
+        self._previous: dict[str, CameraSnapshot] = {}
+
+    def statuses(self, snapshots: Sequence[CameraSnapshot], *, backend: str, seconds_since_start: float,
+                 backend_failure: str = "") -> list[Status]:
+        out = []
+        for snap in snapshots:
+            before = self._previous.get(snap.camera)
+            new_drops = {reason: count - (before.dropped.get(reason, 0) if before else 0)
+                         for reason, count in snap.dropped.items()}
+            new_drops = {reason: n for reason, n in new_drops.items() if n > 0}
+            problems_error, problems_warn = [], []
+            silent_for = snap.seconds_since_input if snap.seconds_since_input is not None else seconds_since_start
+            if silent_for > self.no_input_timeout_s:
+                problems_error.append(f"no input for {silent_for:.1f} s")
+            if new_drops.get("backend_error"):
+                problems_error.append(f"backend failed on {new_drops['backend_error']} frame(s): {snap.last_error}")
+            if snap.latency_p99_ms is not None and snap.latency_p99_ms > self.latency_budget_ms:
+                problems_warn.append(f"latency p99 {snap.latency_p99_ms:.0f} ms > budget "
+                                     f"{self.latency_budget_ms:.0f} ms")
+            other_drops = {r: n for r, n in new_drops.items() if r != "backend_error"}
+            if other_drops:
+                problems_warn.append("dropped " + ", ".join(f"{n} {r}" for r, n in sorted(other_drops.items())))
+            level = ERROR if problems_error else WARN if problems_warn else OK
+            message = "; ".join(problems_error + problems_warn) or "running"
+            values = [
+                ("backend", backend),
+                ("input_rate_hz", _fmt(snap.input_hz)), ("output_rate_hz", _fmt(snap.output_hz)),
+                ("frames_received", str(snap.received)), ("frames_processed", str(snap.processed)),
+                ("frames_dropped", str(snap.dropped_total)),
+                *((f"dropped.{reason}", str(count)) for reason, count in sorted(snap.dropped.items())),
+                ("latency_p50_ms", _fmt(snap.latency_p50_ms)), ("latency_p99_ms", _fmt(snap.latency_p99_ms)),
+                ("latency_budget_ms", _fmt(self.latency_budget_ms)),
+                *((f"stage_p50_ms.{stage}", _fmt(ms)) for stage, ms in sorted(snap.stage_p50_ms.items())),
+                ("last_error", snap.last_error or "none"),
+            ]
+            out.append(Status(name=f"{self.node_name}: camera {snap.camera}", level=level, message=message,
+                              values=tuple(values)))
+            self._previous[snap.camera] = snap
+        backend_level = ERROR if backend_failure else OK
+        out.append(Status(name=f"{self.node_name}: backend", level=backend_level,
+                          message=backend_failure or f"{backend} ready", values=(("backend", backend),)))
+        return out
+
+
+def startup_status(node_name: str, *, backend: str, card_summary: str, roles: Mapping[str, object],
+                   missing: Mapping[str, Sequence[str]], cameras: Sequence[str]) -> Status:
+    """Published once at start-up: what model runs and which roles it can serve."""
+    unavailable = [role for role, value in roles.items() if value == "unavailable"]
+    level = WARN if unavailable else OK
+    message = f"started with {backend}" + (f"; roles unavailable: {', '.join(unavailable)}" if unavailable else "")
+    values = [("backend", backend), ("model", card_summary), ("cameras", ", ".join(cameras))]
+    values += [(f"role.{role}", str(value)) for role, value in roles.items()]
+    values += [(f"role.{role}.missing_classes", ", ".join(names)) for role, names in missing.items()]
+    return Status(name=f"{node_name}: model", level=level, message=message, values=tuple(values))
+
+
+def to_diagnostic_array(statuses: Sequence[Status], stamp: object) -> object:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    for status in statuses:
+        array.status.append(DiagnosticStatus(
+            level=bytes([status.level]), name=status.name, message=status.message, hardware_id=HARDWARE_ID,
+            values=[KeyValue(key=k, value=v) for k, v in status.values]))
+    return array

@@ -1,0 +1,297 @@
+"""``seg_perception_node``: the ROS 2 shell around ``PerceptionPipeline``.
+
+Subscription callbacks decode and hand frames to ``LatestFrameSlots``; one worker thread batches the
+newest frame of every camera into one backend call and publishes the results, each with its input's
+header. Nothing here decides what a mask is: that is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from seg_perception.inference.backends import BackendError
+from seg_perception.inference.factory import BackendRequest, open_backend
+from seg_perception.models.card import ModelCardError
+from seg_perception.models.weights import WeightsError
+from seg_perception.pipeline.pipeline import CameraFrame, FrameResult, PerceptionPipeline, PipelineSettings
+from seg_perception.pipeline.scheduler import LatestFrameSlots
+from seg_perception.pipeline.stats import PipelineStats
+from seg_perception.postprocess.roles import RoleConfigError, role_mapping_for
+from seg_perception.ros_io.diagnostics import HealthMonitor, startup_status, to_diagnostic_array
+from seg_perception.ros_io.environment import PACKAGE, REPO_ROOT, apply_ros_defaults, find_share_file
+from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_rgb
+from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
+from seg_perception.ros_io.params import (
+    NodeSettings,
+    ParamsError,
+    declare_parameters,
+    read_settings,
+    settings_with_changes,
+)
+from seg_perception.ros_io.sync import StampSynchronizer
+
+NODE_NAME = "seg_perception_node"
+EXIT_CONFIG_ERROR = 2
+
+
+def resolve_model_path(model_path: str) -> Path:
+    """As given when it exists (absolute or relative to the current directory), else in the package share."""
+    path = Path(model_path).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    return find_share_file(PACKAGE, model_path, source_dir=REPO_ROOT)
+
+
+def pipeline_settings(settings: NodeSettings) -> PipelineSettings:
+    return PipelineSettings(
+        output_resolution=settings.output_resolution, smoothing_enabled=settings.smoothing.enabled,
+        smoothing_strength=settings.smoothing.strength, smoothing_max_gap_s=settings.smoothing.max_gap_s,
+        tracking_iou_threshold=settings.tracking.iou_threshold, tracking_max_misses=settings.tracking.max_misses)
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    policy = ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy)
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class PerceptionNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        declare_parameters(self)
+        self.settings = read_settings(self)
+        self._open_pipeline()
+        self.types = MessageTypes.rclpy()
+        self._lock = threading.Lock()  # guards settings swaps against the worker reading them
+        self._backend_failure = ""
+
+        cameras = self.settings.cameras
+        self.stats = PipelineStats(cameras)
+        self.slots = LatestFrameSlots(cameras, max_age_s=self.settings.max_frame_age_s, stats=self.stats,
+                                      clock_ns=self._now_ns)
+        self.health = HealthMonitor(self.get_fully_qualified_name(), latency_budget_ms=self.settings.latency_budget_ms,
+                                    no_input_timeout_s=self.settings.no_input_timeout_s)
+        qos = self.settings.qos
+        output_qos = _qos(qos.output_reliability, qos.output_depth)
+        self.publishers_by_camera = {
+            camera: {name: self.create_publisher(self._output_type(name), f"~/{camera}/out/{name}", output_qos)
+                     for name in OUTPUT_NAMES}
+            for camera in cameras
+        }
+        self.camera_inputs = [self._subscribe(camera, _qos(qos.input_reliability, qos.input_depth))
+                               for camera in cameras]
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="seg_perception_worker", daemon=True)
+        self._worker.start()
+        self._publish_startup()
+        self.get_logger().info(f"ready: {self.backend.name}, cameras {', '.join(cameras)}, "
+                               f"model {self.card.summary()}")
+
+    # ------------------------------------------------------------------------------------------- set-up
+
+    def _open_pipeline(self) -> None:
+        s = self.settings
+        size = (s.input_width, s.input_height) if s.input_width and s.input_height else None
+        request = BackendRequest(model_path=resolve_model_path(s.model_path), backend=s.backend,
+                                 precision=s.precision, device=s.device, input_size=size,
+                                 intra_op_threads=s.intra_op_threads, max_batch=max(1, len(s.cameras)),
+                                 engine_cache_dir=Path(s.engine_cache_dir) if s.engine_cache_dir else None)
+        self.backend, self.card = open_backend(request)
+        self.roles = role_mapping_for(self.card.class_names, self.card.thing_ids,
+                                      Path(s.roles_config) if s.roles_config else None)
+        self.pipeline = PerceptionPipeline(self.backend, self.card, self.roles, pipeline_settings(s))
+
+    def _output_type(self, name: str) -> type:
+        return {"obstacle_list": self.types.obstacle_list, "latency": self.types.latency}.get(name, self.types.image)
+
+    def _subscribe(self, camera: str, qos: QoSProfile):
+        compressed = self.settings.input_transport == "compressed"
+        if compressed:
+            from sensor_msgs.msg import CompressedImage as message_type
+        else:
+            from sensor_msgs.msg import Image as message_type
+        topic = f"~/{camera}/in/image" + ("/compressed" if compressed else "")
+        if not self.settings.sync_camera_info:
+            return [self.create_subscription(message_type, topic, partial(self._on_image, camera), qos)]
+        return self._subscribe_synchronised(camera, message_type, topic, qos)
+
+    def _subscribe_synchronised(self, camera: str, message_type: type, topic: str, qos: QoSProfile):
+        """Images paired with camera_info by exact stamp (message_filters when installed, else our own)."""
+        from sensor_msgs.msg import CameraInfo
+
+        info_topic = f"~/{camera}/in/camera_info"
+        try:
+            import message_filters
+        except ImportError:
+            message_filters = None
+        if message_filters is not None:
+            image_sub = message_filters.Subscriber(self, message_type, topic, qos_profile=qos)
+            info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=qos)
+            synchroniser = message_filters.TimeSynchronizer([image_sub, info_sub], 10)
+            synchroniser.registerCallback(lambda image, info: self._on_image(camera, image))
+            return [image_sub, info_sub, synchroniser]
+
+        def discarded(index: int, message) -> None:
+            if index == 0:
+                self.stats.drop(camera, "not_synchronised", "no camera_info with the image's stamp")
+
+        def received(image) -> None:
+            self.stats.received(camera)  # counted on arrival, so unpaired images show as drops
+            synchroniser.add(0, image, _stamp_ns(image.header))
+
+        synchroniser = StampSynchronizer(2, queue_size=10, on_discard=discarded,
+                                         callback=lambda image, info: self._on_image(camera, image, counted=True))
+        return [
+            self.create_subscription(message_type, topic, received, qos),
+            self.create_subscription(CameraInfo, info_topic,
+                                     lambda info: synchroniser.add(1, info, _stamp_ns(info.header)), qos),
+        ]
+
+    # ------------------------------------------------------------------------------------------ callbacks
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, camera: str, msg, counted: bool = False) -> None:
+        receive_ns = self._now_ns()
+        if not counted:
+            self.stats.received(camera)
+        try:
+            decode = image_to_rgb if hasattr(msg, "encoding") else compressed_to_rgb
+            image = decode(msg)
+        except ImageConversionError as error:
+            self.stats.drop(camera, "decode_error", str(error))
+            return
+        if image.shape[0] < 8 or image.shape[1] < 8:
+            self.stats.drop(camera, "bad_frame", f"image of {image.shape[1]}x{image.shape[0]} px is too small")
+            return
+        self.slots.put(CameraFrame(camera=camera, image=image, stamp_ns=_stamp_ns(msg.header),
+                                   frame_id=msg.header.frame_id, receive_ns=receive_ns, header=msg.header))
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        try:
+            updated = settings_with_changes(self.settings, {p.name: p.value for p in parameters})
+        except ParamsError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        with self._lock:
+            period_changed = updated.diagnostics_period_s != self.settings.diagnostics_period_s
+            self.settings = updated
+            self.pipeline.configure(pipeline_settings(updated))
+            self.slots.set_max_age(updated.max_frame_age_s)
+            self.health.latency_budget_ms = updated.latency_budget_ms
+            self.health.no_input_timeout_s = updated.no_input_timeout_s
+        if period_changed:
+            self._diagnostics_timer.cancel()
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = self.create_timer(updated.diagnostics_period_s, self._publish_diagnostics)
+        return SetParametersResult(successful=True)
+
+    # ----------------------------------------------------------------------------------------------- work
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frames = self.slots.take(timeout_s=0.1)
+            if not frames:
+                continue
+            picked_ns = self._now_ns()
+            try:
+                with self._lock:
+                    results = self.pipeline.process(frames)
+            except Exception as error:  # a failed batch is dropped, counted and reported; the node goes on
+                detail = f"{type(error).__name__}: {error}"
+                self._backend_failure = detail
+                for frame in frames:
+                    self.stats.drop(frame.camera, "backend_error", detail)
+                self.get_logger().error(f"dropped {len(frames)} frame(s): {detail}", throttle_duration_sec=5.0)
+                continue
+            self._backend_failure = ""
+            for result in results:
+                self._publish(result, picked_ns)
+
+    def _publish(self, result: FrameResult, picked_ns: int) -> None:
+        camera, header = result.frame.camera, result.frame.header
+        publishers = self.publishers_by_camera[camera]
+        enabled = self.settings.publish
+        wanted = {name for name in OUTPUT_NAMES if getattr(enabled, name)}
+        if publishers["overlay"].get_subscription_count() == 0:
+            wanted.discard("overlay")  # people look at it; computed only while someone does
+        started = time.perf_counter()
+        for name, message in image_outputs(result, wanted, header, self.types).items():
+            publishers[name].publish(message)
+        publish_ms = (time.perf_counter() - started) * 1000.0
+        published_ns = self._now_ns()
+        self.stats.processed(camera, (published_ns - result.frame.stamp_ns) / 1e6,
+                             result.timings_ms | {"publish": publish_ms})
+        if "latency" in wanted:
+            received, processed, dropped = self.stats.counts(camera)
+            times = LatencyTimes(receive_ns=result.frame.receive_ns, picked_ns=picked_ns, published_ns=published_ns,
+                                 publish_ms=publish_ms, frames_received=received, frames_processed=processed,
+                                 frames_dropped=dropped)
+            publishers["latency"].publish(latency_msg(result, header, times, self.backend.name, self.types))
+
+    # -------------------------------------------------------------------------------------- diagnostics
+
+    def _publish_startup(self) -> None:
+        self._model_status = startup_status(self.get_fully_qualified_name(), backend=self.backend.name,
+                                            card_summary=self.card.summary(), roles=self.roles.summary(),
+                                            missing=self.roles.missing, cameras=self.settings.cameras)
+        self.diagnostics.publish(to_diagnostic_array([self._model_status], self.get_clock().now().to_msg()))
+
+    def _publish_diagnostics(self) -> None:
+        statuses = self.health.statuses(self.stats.snapshot(), backend=self.backend.name,
+                                        seconds_since_start=self.stats.seconds_since_start(),
+                                        backend_failure=self._backend_failure)
+        # The model status rides along every time: an aggregator that started late still sees it.
+        statuses.append(self._model_status)
+        self.diagnostics.publish(to_diagnostic_array(statuses, self.get_clock().now().to_msg()))
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self.slots.close()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    apply_ros_defaults()  # our Fast DDS profile unless the user set one; before the first participant
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerceptionNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ParamsError, BackendError, ModelCardError, WeightsError, RoleConfigError, FileNotFoundError) as error:
+        print(f"{NODE_NAME}: cannot start: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
