@@ -107,7 +107,7 @@ def test_every_object_level_is_closed_and_requires_all_its_keys() -> None:
 
 def test_every_parameter_is_described_and_typed() -> None:
     specs = parameter_specs()
-    assert len(specs) == 34
+    assert len(specs) == 35
     for name, spec in specs.items():
         assert spec.get("description", "").strip(), name
         assert spec["type"] in {"string", "number", "integer", "boolean", "array"}, name
@@ -245,7 +245,7 @@ def test_file_without_our_section_or_parameters(tmp_path: Path) -> None:
 def test_flatten_unflatten_round_trip() -> None:
     nested = shipped_nested()
     flat = flatten(nested)
-    assert flat["smoothing.strength"] == 0.5 and flat["qos.output_depth"] == 5
+    assert flat["smoothing.label_prior"] == 0.75 and flat["qos.output_depth"] == 5
     assert flat["cameras"] == ["front", "rear"]  # lists stay values
     assert unflatten(flat) == nested
     with pytest.raises(ValueError, match="both"):
@@ -259,7 +259,7 @@ def test_settings_round_trip_and_mirror_the_schema() -> None:
     assert NodeSettings.from_nested(settings.to_nested()) == settings
     assert list(flatten(settings.to_nested())) == list(parameter_specs())
     assert settings.cameras == ("front", "rear")
-    assert settings.smoothing.strength == 0.5 and settings.qos.output_depth == 5
+    assert settings.smoothing.label_prior == 0.75 and settings.qos.output_depth == 5
     assert isinstance(settings.latency_budget_ms, float)
     hash(settings)  # frozen all the way down: safe to share with the worker thread
 
@@ -284,7 +284,7 @@ def test_settings_with_changes() -> None:
     current = NodeSettings.from_nested(load_param_file(SHIPPED))
     updated = settings_with_changes(current, {"smoothing.strength": 0.7, "publish.overlay": False})
     assert updated.smoothing.strength == 0.7 and updated.publish.overlay is False
-    assert current.smoothing.strength == 0.5  # the cached settings are never modified in place
+    assert current.smoothing.strength == 0.0  # the cached settings are never modified in place
     whole = settings_with_changes(current, {"latency_budget_ms": 200})  # an int where a number is expected
     assert whole.latency_budget_ms == 200.0 and isinstance(whole.latency_budget_ms, float)
     with pytest.raises(ParamsError) as caught:

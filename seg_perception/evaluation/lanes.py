@@ -84,6 +84,11 @@ class BinaryIoU:
         self.fn += n_g - tp
         self.tn += n_ok - n_p - n_g + tp
 
+    def merge(self, other: BinaryIoU) -> None:
+        """Add another accumulator's counts (e.g. from another worker process)."""
+        self.tp, self.fp, self.fn, self.tn = (self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
+                                              self.tn + other.tn)
+
     def compute(self) -> BinaryScores:
         tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
         nan = float("nan")
@@ -203,6 +208,12 @@ class LaneFScore:
             res = lane_fscore(p[i], g[i], self.thresholds, self.mode, None if v is None else v[i], self.ignore_index)
             self._sums += np.array([[r.precision, r.recall, r.fscore] for r in res.values()])
             self.num_images += 1
+
+    def merge(self, other: LaneFScore) -> None:
+        if other.thresholds != self.thresholds:
+            raise ValueError("cannot merge lane F-scores measured at different tolerances")
+        self._sums += other._sums
+        self.num_images += other.num_images
 
     def compute(self) -> dict[str, float]:
         n = self.num_images

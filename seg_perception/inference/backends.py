@@ -19,6 +19,7 @@ from seg_perception.inference.export import (
     CARD_METADATA_KEY,
     INPUT_NAME,
     SMOOTHING_INPUT_NAME,
+    SMOOTHING_TERMS,
     STATE_INPUT_NAME,
     state_shape,
 )
@@ -35,7 +36,7 @@ class BackendError(RuntimeError):
 class Backend(Protocol):
     name: str  # e.g. "torch:cpu", "onnxruntime:CPUExecutionProvider"
     input_size: tuple[int, int]  # (width, height)
-    state_shape: tuple[int, int, int]  # (C, h, w) of the smoothing state
+    state_shape: tuple[int, int, int]  # (C, h, w) of the smoothing state; smoothing terms are (N, 2)
 
     def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
               smoothing: torch.Tensor | None = None) -> ModelOutputs: ...
@@ -52,10 +53,11 @@ def smoothing_inputs(batch: int, shape: tuple[int, int, int], previous_logits: t
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The state inputs to feed, zeros with weight 0 (exactly unsmoothed) when the caller has none."""
     if previous_logits is None:
-        return torch.zeros((batch, *shape), device=device), torch.zeros(batch, device=device)
-    if smoothing is None or tuple(previous_logits.shape) != (batch, *shape) or tuple(smoothing.shape) != (batch,):
-        raise BackendError(f"smoothing state must be ({batch}, {', '.join(map(str, shape))}) with ({batch},) "
-                           f"weights, got {tuple(previous_logits.shape)} and "
+        return torch.zeros((batch, *shape), device=device), torch.zeros((batch, SMOOTHING_TERMS), device=device)
+    if (smoothing is None or tuple(previous_logits.shape) != (batch, *shape)
+            or tuple(smoothing.shape) != (batch, SMOOTHING_TERMS)):
+        raise BackendError(f"smoothing state must be ({batch}, {', '.join(map(str, shape))}) with "
+                           f"({batch}, {SMOOTHING_TERMS}) terms, got {tuple(previous_logits.shape)} and "
                            f"{None if smoothing is None else tuple(smoothing.shape)}")
     return previous_logits.to(device, torch.float32), smoothing.to(device, torch.float32)
 
@@ -92,7 +94,7 @@ class OnnxRuntimeBackend:
     """ONNX Runtime on the graph of ``export_onnx``; CPU by default, CUDA/TensorRT providers when asked for."""
 
     def __init__(self, onnx_path: Path | str, *, providers: tuple[str, ...] = ("CPUExecutionProvider",),
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, allow_spinning: bool = False) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -101,6 +103,9 @@ class OnnxRuntimeBackend:
             raise BackendError(f"ONNX Runtime providers {missing} are not available here; available: {available}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # Spinning threads keep the cores busy after each run, right when the post-processing needs them:
+        # off, grouping at 1024x512 took 85 instead of 151 ms on the 2-core machine (docs/BENCHMARKS.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
         self.card = _card_from_metadata(onnx_path, self.session.get_modelmeta().custom_metadata_map)

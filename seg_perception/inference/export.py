@@ -2,12 +2,13 @@
 
 Inputs: ``images`` (N, H, W, 3) uint8 RGB at the model card's input size, N dynamic (one image per
 camera); ``previous_logits`` (N, C, h, w) float, the ``semantic_logits`` this camera produced last time
-(zeros when there is none), and ``smoothing`` (N,) float, the weight of the past per image (0 = no
-smoothing, bit-exact). The graph holds the layout change, the normalisation, the deploy-mode network
-(no auxiliary heads), the temporal smoothing at head resolution, the argmax and the centre sigmoid;
-outputs are ``semantic_logits`` (N, C, h, w) (the smoothed state), ``semantic_ids`` (N, H, W) int64,
-``center`` (N, 1, H, W) in [0, 1] and ``offset`` (N, 2, H, W). The model card travels in the file's
-metadata (``seg_perception.model_card``), so a runtime can check what it was given.
+(zeros when there is none), and ``smoothing`` (N, 2) float, per image the exponential weight of the
+past and the label prior (see ``PanopticNet``; zeros = no smoothing, bit-exact). The graph holds the
+layout change, the normalisation, the deploy-mode network (no auxiliary heads), the temporal smoothing
+at head resolution, the argmax and the centre sigmoid; outputs are ``semantic_logits`` (N, C, h, w)
+(the smoothed state), ``semantic_ids`` (N, H, W) int64, ``center`` (N, 1, H, W) in [0, 1] and
+``offset`` (N, 2, H, W). The model card travels in the file's metadata (``seg_perception.model_card``),
+so a runtime can check what it was given.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from seg_perception.models.export_wrappers import NormalizedModel
 INPUT_NAME = "images"
 STATE_INPUT_NAME = "previous_logits"
 SMOOTHING_INPUT_NAME = "smoothing"
+SMOOTHING_TERMS = 2  # exponential weight, label prior
 CARD_METADATA_KEY = "seg_perception.model_card"
 MIN_OPSET = 17
 
@@ -75,7 +77,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, *, opset: int = MIN_OPS
                                         f"{card.input_width}x{card.input_height}"})
     graph = CameraPixelsModel(NormalizedModel(model, mean=card.mean, std=card.std))
     example = (torch.zeros(1, card.input_height, card.input_width, 3, dtype=torch.uint8),
-               torch.zeros(1, *state_shape(model, card.input_size)), torch.zeros(1))
+               torch.zeros(1, *state_shape(model, card.input_size)), torch.zeros(1, SMOOTHING_TERMS))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = list(graph.output_names)

@@ -17,7 +17,7 @@ import torch
 
 from seg_perception.inference import engine_cache
 from seg_perception.inference.backends import BackendError, smoothing_inputs
-from seg_perception.inference.export import INPUT_NAME, SMOOTHING_INPUT_NAME, STATE_INPUT_NAME
+from seg_perception.inference.export import INPUT_NAME, SMOOTHING_INPUT_NAME, SMOOTHING_TERMS, STATE_INPUT_NAME
 from seg_perception.models.card import ModelCard, sha256_of
 from seg_perception.models.panoptic import ModelOutputs
 
@@ -113,7 +113,8 @@ def build_engine(onnx_path: Path, path: Path, key: engine_cache.EngineKey, *, ca
     profile.set_shape(INPUT_NAME, (1, *shape), (key.max_batch, *shape), (key.max_batch, *shape))
     state = _static_dims(network, STATE_INPUT_NAME)
     profile.set_shape(STATE_INPUT_NAME, (1, *state), (key.max_batch, *state), (key.max_batch, *state))
-    profile.set_shape(SMOOTHING_INPUT_NAME, (1,), (key.max_batch,), (key.max_batch,))
+    terms = (SMOOTHING_TERMS,)
+    profile.set_shape(SMOOTHING_INPUT_NAME, (1, *terms), (key.max_batch, *terms), (key.max_batch, *terms))
     config.add_optimization_profile(profile)
     timing_path = cache_dir / TIMING_CACHE
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")

@@ -19,10 +19,13 @@ Output contract (H, W = input size; every output is resized bilinearly to it):
 
 Inputs are (N, 3, H, W) float RGB, already normalised with the ImageNet mean/std (see ``NormalizedModel``).
 
-Temporal smoothing lives in the deploy graph, at the head's low resolution where it costs next to nothing:
-``logits = w * previous_logits + (1 - w) * current`` per image, with ``smoothing`` = w in [0, 1) of shape (N,).
-w = 0 (or no ``previous_logits``) gives exactly the unsmoothed result; the caller decides w per camera
-(0 after a reset: bag loop, gap, new image size).
+Temporal smoothing lives in the deploy graph, at the head's low resolution where it costs next to nothing.
+``smoothing`` is (N, 2) per image: an exponential weight w in [0, 1) and a label prior b >= 0 (logits):
+``logits = (1 - w) * current + w * previous + b * onehot(argmax(previous))``. The prior is a hysteresis: a
+pixel keeps last frame's class unless the new evidence beats it by b, which steadies flickering pixels
+without washing out confident new detections (an exponential average alone cost thin classes several
+mIoU points in our measurements; docs/BENCHMARKS.md). w = b = 0 (or no ``previous_logits``) gives exactly
+the unsmoothed result; the caller sets both to 0 after a reset (bag loop, gap, new image size).
 """
 
 from __future__ import annotations
@@ -113,8 +116,7 @@ class PanopticNet(nn.Module):
         if previous_logits is not None:
             if not self.is_deploy or smoothing is None:
                 raise ValueError("previous_logits is for deploy mode and needs smoothing weights, one per image")
-            weight = smoothing.to(semantic_small.dtype).view(-1, 1, 1, 1)
-            semantic_small = weight * previous_logits + (1.0 - weight) * semantic_small
+            semantic_small = smooth_logits(semantic_small, previous_logits, smoothing.to(semantic_small.dtype))
         semantic = resize_to(semantic_small, size)
         center = offset = None
         if self.instance_head is not None:
@@ -136,6 +138,15 @@ class PanopticNet(nn.Module):
             outputs["center"] = center
             outputs["offset"] = offset
         return outputs
+
+
+def smooth_logits(current: torch.Tensor, previous: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) logits blended with the previous frame's; ``smoothing`` (N, 2) = (weight, label prior)."""
+    weight, prior = smoothing[:, 0].view(-1, 1, 1, 1), smoothing[:, 1].view(-1, 1, 1, 1)
+    # One-hot of the previous argmax by comparison with the max (ONNX- and TensorRT-friendly); an all-zero
+    # state marks every class, a constant that leaves the argmax alone.
+    previous_label = (previous == previous.amax(dim=1, keepdim=True)).to(current.dtype)
+    return (1.0 - weight) * current + weight * previous + prior * previous_label
 
 
 def _init_weights(module: nn.Module) -> None:

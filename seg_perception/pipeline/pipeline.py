@@ -57,7 +57,7 @@ class FrameResult:
     obstacles: tuple[Obstacle, ...]
     timings_ms: dict[str, float]  # per stage (STAGES), shared by the frames of one batch
     batch_size: int
-    smoothing_weight: float  # 0 when not smoothed (off, or reset for ``reset_reason``)
+    smoothed: bool  # False when off, or reset for ``reset_reason``
     reset_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,7 +66,8 @@ class FrameResult:
 class PipelineSettings:
     output_resolution: str = "camera"
     smoothing_enabled: bool = True
-    smoothing_strength: float = 0.5
+    smoothing_strength: float = 0.0  # exponential weight of the previous logits
+    smoothing_label_prior: float = 0.75  # logit bonus of the previous frame's class (hysteresis)
     smoothing_max_gap_s: float = 0.5
     tracking_iou_threshold: float = 0.3
     tracking_max_misses: int = 2
@@ -99,6 +100,7 @@ class PerceptionPipeline:
         self.panoptic = PanopticConfig.for_input(card.thing_ids, backend.input_size)
         self.role_tables = role_lookup_tables(roles)
         self.smoother = TemporalSmoother(enabled=settings.smoothing_enabled, strength=settings.smoothing_strength,
+                                         label_prior=settings.smoothing_label_prior,
                                          max_gap_s=settings.smoothing_max_gap_s)
         self.trackers: dict[str, ObstacleTracker] = {}
         self.settings = settings
@@ -106,7 +108,7 @@ class PerceptionPipeline:
     def configure(self, settings: PipelineSettings) -> None:
         """Live changes (smoothing, tracking, output resolution); the streams' state is kept."""
         self.smoother.configure(enabled=settings.smoothing_enabled, strength=settings.smoothing_strength,
-                                max_gap_s=settings.smoothing_max_gap_s)
+                                label_prior=settings.smoothing_label_prior, max_gap_s=settings.smoothing_max_gap_s)
         if (settings.tracking_iou_threshold, settings.tracking_max_misses) != (
                 self.settings.tracking_iou_threshold, self.settings.tracking_max_misses):
             self.trackers.clear()
@@ -181,7 +183,7 @@ class PerceptionPipeline:
             obstacles = self._obstacles(infos[i], track_ids[i], instances, scale)
             results.append(FrameResult(frame=frame, semantic=semantic, instances=instances, masks=masks,
                                        obstacles=obstacles, timings_ms=timings, batch_size=len(frames),
-                                       smoothing_weight=0.0 if weights is None else float(weights[i]),
+                                       smoothed=weights is not None and bool(weights[i].any()),
                                        reset_reason=reasons[i]))
         timings["postprocess"] += _ms(start)
         return results

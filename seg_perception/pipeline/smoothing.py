@@ -1,8 +1,8 @@
-"""Per-camera temporal smoothing state: which weight the graph gets, and when the past must be forgotten.
+"""Per-camera temporal smoothing state: which terms the graph gets, and when the past must be forgotten.
 
-The blend itself runs inside the model graph (``PanopticNet``: ``w * previous + (1 - w) * current`` on
-head-resolution logits); this class keeps each camera's previous logits and decides ``w``: the
-configured strength, or 0 (a reset) when the past no longer describes the present.
+The blend itself runs inside the model graph (``PanopticNet.smooth_logits``: an exponential weight and a
+label prior, on head-resolution logits); this class keeps each camera's previous logits and decides the
+terms: the configured ones, or zeros (a reset) when the past no longer describes the present.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 RESET_REASONS = ("first_frame", "stamp_backwards", "stamp_gap", "size_changed")
@@ -20,24 +21,31 @@ RESET_REASONS = ("first_frame", "stamp_backwards", "stamp_gap", "size_changed")
 class _CameraState:
     stamp_ns: int
     image_size: tuple[int, int]  # (width, height) of the camera image
-    logits: torch.Tensor | None  # (C, h, w) smoothed head-resolution logits of the last frame (None when off)
+    logits: np.ndarray | None  # (C, h, w) smoothed head-resolution logits of the last frame (None when off)
 
 
 class TemporalSmoother:
     """Keeps every camera's stream continuity (also when smoothing is off: trackers reset on the same events)."""
 
-    def __init__(self, *, enabled: bool, strength: float, max_gap_s: float) -> None:
+    def __init__(self, *, enabled: bool, strength: float, label_prior: float, max_gap_s: float) -> None:
         self._state: dict[str, _CameraState] = {}
         self.resets: Counter[str] = Counter()  # reason -> count, for diagnostics and reports
-        self.configure(enabled=enabled, strength=strength, max_gap_s=max_gap_s)
+        self.configure(enabled=enabled, strength=strength, label_prior=label_prior, max_gap_s=max_gap_s)
 
-    def configure(self, *, enabled: bool, strength: float, max_gap_s: float) -> None:
-        """Also the live parameter change: the state is kept, the next frame blends with the new strength."""
+    def configure(self, *, enabled: bool, strength: float, label_prior: float, max_gap_s: float) -> None:
+        """Also the live parameter change: the state is kept, the next frame blends with the new terms.
+
+        ``strength``: exponential weight of the previous logits in [0, 1); ``label_prior``: logit bonus
+        of the previous frame's class, >= 0.
+        """
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"smoothing strength must be in [0, 1), got {strength}")
+        if label_prior < 0:
+            raise ValueError(f"smoothing label prior must be >= 0, got {label_prior}")
         if max_gap_s <= 0:
             raise ValueError(f"max_gap_s must be positive, got {max_gap_s}")
-        self.enabled, self.strength, self.max_gap_ns = enabled, strength, int(max_gap_s * 1e9)
+        self.enabled, self.strength, self.label_prior = enabled, strength, label_prior
+        self.max_gap_ns = int(max_gap_s * 1e9)
 
     def discontinuity(self, camera: str, stamp_ns: int, image_size: tuple[int, int]) -> str | None:
         """Why this frame cannot continue the camera's stream (one of RESET_REASONS), or None."""
@@ -54,7 +62,7 @@ class TemporalSmoother:
 
     def inputs(self, cameras: Sequence[str], reasons: Sequence[str | None],
                state_shape: tuple[int, int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(previous_logits (N, C, h, w), weights (N,)) for a batch, or (None, None) when smoothing is off.
+        """(previous_logits (N, C, h, w), terms (N, 2)) for a batch, or (None, None) when smoothing is off.
 
         ``reasons`` come from ``discontinuity``; a frame with a reason starts afresh (weight 0).
         """
@@ -63,20 +71,23 @@ class TemporalSmoother:
                 self.resets[reason] += 1
         if not self.enabled:
             return None, None
-        previous = torch.zeros((len(cameras), *state_shape))
-        weights = torch.zeros(len(cameras))
+        # numpy, not torch: these arrays are tiny, and torch's thread pool costs milliseconds per op on a
+        # busy machine (measured), which is what a vehicle computer is.
+        previous = np.zeros((len(cameras), *state_shape), np.float32)
+        terms = np.zeros((len(cameras), 2), np.float32)
         for i, (camera, reason) in enumerate(zip(cameras, reasons, strict=True)):
             state = self._state.get(camera)
             if reason is None and state is not None and state.logits is not None \
-                    and tuple(state.logits.shape) == state_shape:
-                previous[i], weights[i] = state.logits, self.strength
-        return previous, weights
+                    and state.logits.shape == state_shape:
+                previous[i] = state.logits
+                terms[i] = (self.strength, self.label_prior)
+        return torch.from_numpy(previous), torch.from_numpy(terms)
 
     def update(self, cameras: Sequence[str], stamps_ns: Sequence[int], image_sizes: Sequence[tuple[int, int]],
                logits: torch.Tensor) -> None:
         """Remember each camera's stamp, size and the graph's (smoothed) logits."""
         for i, camera in enumerate(cameras):
-            state_logits = logits[i].detach().to("cpu", torch.float32).clone() if self.enabled else None
+            state_logits = logits[i].detach().cpu().numpy().astype(np.float32, copy=True) if self.enabled else None
             self._state[camera] = _CameraState(stamp_ns=stamps_ns[i], image_size=image_sizes[i], logits=state_logits)
 
     def reset(self, camera: str | None = None) -> None:

@@ -56,7 +56,8 @@ def resolve_model_path(model_path: str) -> Path:
 def pipeline_settings(settings: NodeSettings) -> PipelineSettings:
     return PipelineSettings(
         output_resolution=settings.output_resolution, smoothing_enabled=settings.smoothing.enabled,
-        smoothing_strength=settings.smoothing.strength, smoothing_max_gap_s=settings.smoothing.max_gap_s,
+        smoothing_strength=settings.smoothing.strength, smoothing_label_prior=settings.smoothing.label_prior,
+        smoothing_max_gap_s=settings.smoothing.max_gap_s,
         tracking_iou_threshold=settings.tracking.iou_threshold, tracking_max_misses=settings.tracking.max_misses)
 
 

@@ -206,6 +206,7 @@ def load_param_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 class SmoothingSettings:
     enabled: bool
     strength: float
+    label_prior: float
     max_gap_s: float
 
 

@@ -1,0 +1,141 @@
+"""Stable obstacle track ids across the frames of one camera, by mask overlap with the previous frames.
+
+Each frame's instances are matched to the live tracks by mask IoU on a subsampled grid (``[::stride, ::stride]``):
+all pair intersections of two instance maps come from one ``np.bincount`` of ``prev_id * (M_cur + 1) + cur_id``.
+Past frames are kept sparse (the grid points that hold an instance, typically a small part of a road scene), since
+pixels with ``prev_id == 0`` would only fill the background row, which is never used.
+The assignment is greedy by descending IoU, one-to-one, between equal class ids and only at IoU >= the threshold.
+An unmatched instance starts a new track; track ids come from a counter that never goes back, so an id is never
+reused (also not across ``reset``). A track may be missed for up to ``max_misses`` frames and still be matched
+with its last-seen mask; after that it is forgotten.
+
+Instances too small to cover a grid point (less than about ``stride`` x ``stride`` px) cannot be matched and get a
+new track id every frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+
+@dataclass
+class _Track:
+    class_id: int
+    last_frame: int  # index of the frame where the track was last matched
+    instance_id: int  # its instance id in that frame
+
+
+@dataclass(frozen=True)
+class _SparseMap:
+    """The instance pixels of one subsampled frame: background pixels only feed the unused background row."""
+
+    pixel_index: np.ndarray  # flat indices into the subsampled map
+    instance_ids: np.ndarray  # int64, >= 1, one per pixel index
+    num_ids: int  # max id + 1
+
+
+class ObstacleTracker:
+    """Maps each frame's instance ids to track ids that stay the same for the same object."""
+
+    def __init__(self, *, iou_threshold: float = 0.3, stride: int = 4, max_misses: int = 0) -> None:
+        if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, Real) or not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
+        if isinstance(stride, bool) or not isinstance(stride, Integral) or stride < 1:
+            raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+        if isinstance(max_misses, bool) or not isinstance(max_misses, Integral) or max_misses < 0:
+            raise ValueError(f"max_misses must be an integer >= 0, got {max_misses!r}")
+        self.iou_threshold = float(iou_threshold)
+        self.stride = int(stride)
+        self.max_misses = int(max_misses)
+        self._next_track_id = 1  # survives reset(): ids stay unique over the tracker's life
+        self._frame_index = 0
+        self._image_shape: tuple[int, int] | None = None
+        self._tracks: dict[int, _Track] = {}  # track id -> state
+        self._past_frames: dict[int, _SparseMap] = {}  # frame index -> a frame holding a live track's last mask
+
+    def reset(self) -> None:
+        """Forget all tracks (a new stream); the id counter keeps running."""
+        self._tracks.clear()
+        self._past_frames.clear()
+        self._image_shape = None
+
+    def update(self, instances: np.ndarray, class_ids: Mapping[int, int]) -> dict[int, int]:
+        """Track id (>= 1) for every instance id in ``class_ids``; ``instances`` is the (H, W) map, 0 = none."""
+        instances = np.asarray(instances)
+        if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
+            raise ValueError(f"instances must be an (H, W) integer map, got {instances.dtype} {instances.shape}")
+        if any(instance_id < 1 for instance_id in class_ids):
+            raise ValueError(f"instance ids must be >= 1, got {sorted(class_ids)}")
+        if self._image_shape is not None and instances.shape != self._image_shape:
+            self.reset()  # another resolution: not the stream the tracks came from
+        self._image_shape = instances.shape
+
+        current = instances[:: self.stride, :: self.stride].ravel()  # only read in this call, never kept
+        pixel_index = np.flatnonzero(current)
+        instance_ids = current[pixel_index].astype(np.int64)
+        if instance_ids.size and instance_ids.min() < 0:
+            raise ValueError("instance ids must be >= 0")
+        num_ids = max([int(instance_ids.max()) if instance_ids.size else 0, *class_ids]) + 1
+        frame = self._frame_index
+        self._frame_index += 1
+
+        sparse = _SparseMap(pixel_index, instance_ids, num_ids)
+        assignment = self._match(current, sparse, class_ids)
+        for instance_id in sorted(class_ids):
+            track_id = assignment.get(instance_id)
+            if track_id is None:
+                track_id = self._next_track_id
+                self._next_track_id += 1
+                assignment[instance_id] = track_id
+            self._tracks[track_id] = _Track(int(class_ids[instance_id]), frame, instance_id)
+
+        # forget tracks missed too long, then the frames no live track refers to
+        self._tracks = {t: s for t, s in self._tracks.items() if frame - s.last_frame <= self.max_misses}
+        self._past_frames[frame] = sparse
+        referenced = {s.last_frame for s in self._tracks.values()}
+        self._past_frames = {f: m for f, m in self._past_frames.items() if f in referenced}
+        return assignment
+
+    def _match(self, current: np.ndarray, sparse: _SparseMap, class_ids: Mapping[int, int]) -> dict[int, int]:
+        """Greedy one-to-one matching of current instance ids to live track ids (instance id -> track id)."""
+        if not class_ids or not self._tracks:
+            return {}
+        num_current = sparse.num_ids
+        current_class = np.full(num_current, -1, dtype=np.int64)
+        current_class[list(class_ids)] = list(class_ids.values())
+        current_area = np.bincount(sparse.instance_ids, minlength=num_current)
+
+        candidates: list[tuple[float, int, int, int]] = []  # (iou, last_frame, track id, current instance id)
+        for frame, previous in self._past_frames.items():
+            owners = {s.instance_id: t for t, s in self._tracks.items() if s.last_frame == frame}
+            num_previous = previous.num_ids  # covers the owners: they were that frame's class_ids
+            # every (previous id, current id) pixel count at once, over the previous frame's instance pixels
+            codes = previous.instance_ids * num_current + current[previous.pixel_index]
+            intersection = np.bincount(codes, minlength=num_previous * num_current).reshape(num_previous, -1)
+            previous_area = intersection.sum(axis=1)  # exact: every previous instance pixel is counted once
+            union = previous_area[:, None] + current_area[None, :] - intersection
+            iou = intersection / np.maximum(union, 1)
+
+            previous_class = np.full(num_previous, -1, dtype=np.int64)
+            previous_class[list(owners)] = [self._tracks[t].class_id for t in owners.values()]
+            # -1 marks background, ids without class and tracks of other frames: they never match
+            allowed = (previous_class[:, None] == current_class[None, :]) & (previous_class[:, None] >= 0)
+            allowed &= (intersection > 0) & (iou >= self.iou_threshold)
+            for previous_id, current_id in zip(*np.nonzero(allowed), strict=True):
+                candidates.append((float(iou[previous_id, current_id]), frame, owners[int(previous_id)],
+                                   int(current_id)))
+
+        # best overlap first; on ties the more recently seen track, then the older track id, for determinism
+        candidates.sort(key=lambda c: (-c[0], -c[1], c[2], c[3]))
+        assignment: dict[int, int] = {}
+        taken_tracks: set[int] = set()
+        for _, _, track_id, current_id in candidates:
+            if current_id in assignment or track_id in taken_tracks:
+                continue
+            assignment[current_id] = track_id
+            taken_tracks.add(track_id)
+        return assignment
