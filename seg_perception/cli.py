@@ -16,9 +16,7 @@ from seg_perception.ros_io.environment import apply_ros_defaults
 
 PLANNED = {
     "export --tensorrt": "build TensorRT engines (issue #4); `export` to ONNX works now",
-    "eval BAG": "replay bags and compute metrics (issue #6); `eval --dataset` works on folders now",
-    "play": "publish a bag's camera topics (issue #6)",
-    "record": "record the node's outputs to a bag (issue #6)",
+    "eval --live": "node + play + record under real DDS, with transport latency (issue #6)",
 }
 
 
@@ -113,8 +111,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from seg_perception.postprocess.roles import role_mapping_for
     from seg_perception.training.data import parse_data_spec
 
+    if args.bags and args.dataset:
+        raise ValueError("give bags or --dataset folders, not both")
+    if args.bags:
+        from seg_perception.replay.command import run_bag_eval, summary
+
+        print(summary(run_bag_eval(args), args.out))
+        return 0
     if not args.dataset:
-        raise ValueError("give --dataset KIND:PATH:SPLIT (bag replay comes with issue #6)")
+        raise ValueError("give one or more bags, or --dataset KIND:PATH:SPLIT")
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, card = load_checkpoint(args.model, device=device)
     roles = role_mapping_for(card.class_names, card.thing_ids, args.classes)
@@ -173,6 +178,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out)
 
 
+def topic_list(values: Sequence[str] | None) -> list[str] | None:
+    """--topics a b and --topics a,b both work."""
+    if values is None:
+        return None
+    return [topic for value in values for topic in value.split(",") if topic]
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from seg_perception.replay.play import parse_remaps, play_bags
+
+    try:
+        stats = play_bags(
+            args.bags, topics=topic_list(args.topics), rate=args.rate, loop=args.loop, restamp=args.restamp,
+            remap=parse_remaps(args.remap), qos_reliability="reliable" if args.reliable else "best_effort",
+            wait_for_subscribers=args.wait_for_subscribers, offsets_file=args.offsets_file,
+        )
+    except KeyboardInterrupt:  # a signal before playback took over SIGINT: stopping is no error
+        return 0
+    counts = ", ".join(f"{topic} {n}" for topic, n in sorted(stats.published.items()))
+    print(f"published {stats.total} messages in {stats.duration_s:.1f} s, {stats.loops} full pass(es): {counts}")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from seg_perception.replay.record import record
+
+    def ready() -> None:
+        what = " ".join(topic_list(args.topics) or []) if args.topics else f"topics under {args.node_prefix}"
+        print(f"recording {what} to {args.out}", flush=True)  # tests and scripts wait for this line
+
+    try:
+        stats = record(args.out, topics=topic_list(args.topics), node_prefix=args.node_prefix, duration_s=args.duration,
+                       storage=args.storage, on_ready=ready)
+    except KeyboardInterrupt:
+        return 0
+    counts = ", ".join(f"{topic} {n}" for topic, n in sorted(stats.messages.items()))
+    print(f"recorded {stats.total} messages in {stats.duration_s:.1f} s to {stats.path}: {counts or 'none'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = "coming with later issues:\n" + "\n".join(f"  {name:8s} {what}" for name, what in PLANNED.items())
     parser = argparse.ArgumentParser(
@@ -209,15 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--init-weights", type=Path,
                          help="start from this checkpoint folder (aux heads start fresh); e.g. models/demo")
     trainer.set_defaults(run=cmd_train)
-    evaluate = sub.add_parser("eval", help="metrics of a checkpoint on labelled folders (bags: issue #6)")
-    evaluate.add_argument("--model", type=Path, required=True, help="checkpoint folder (model_card.json + weights)")
-    evaluate.add_argument("--dataset", action="append", default=[], help="KIND:PATH:SPLIT; repeatable")
+    evaluate = sub.add_parser(
+        "eval", help="replay bags through the node's pipeline (metrics, latency, output bag, report), "
+                     "or score a checkpoint on labelled folders (--dataset)")
+    evaluate.add_argument("--model", type=Path, default=Path("models/demo"),
+                          help="checkpoint folder (model_card.json + weights) or, for bags, an .onnx (models/demo)")
+    evaluate.add_argument("--dataset", action="append", default=[],
+                          help="labelled folder KIND:PATH:SPLIT instead of bags; repeatable")
     evaluate.add_argument("--classes", type=Path, help="role mapping (default config/classes.yaml)")
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this file")
     evaluate.add_argument("--record", metavar="NAME",
                           help="store the metrics, data and this command in the model card under metrics.NAME")
+    from seg_perception.replay.command import add_bag_arguments
+
+    add_bag_arguments(evaluate)
     evaluate.set_defaults(run=cmd_eval)
     export = sub.add_parser("export", help="export a checkpoint to one ONNX graph (uint8 NHWC in, argmax inside)")
     export.add_argument("--model", type=Path, required=True, help="checkpoint folder (model_card.json + weights)")
@@ -250,6 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                       help="everything after it goes to ROS unchanged")
     node.set_defaults(run=cmd_node)
+    play = sub.add_parser("play", help="publish a bag's camera topics in real time (like ros2 bag play)")
+    play.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="bag folder(s), played one after the other")
+    play.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    play.add_argument("--loop", action="store_true", help="repeat until stopped")
+    play.add_argument("--topics", nargs="+", help="bag topics to play (default: camera images and camera infos)")
+    play.add_argument("--restamp", action="store_true",
+                      help="shift header stamps to the wall clock of each pass (offsets: --offsets-file)")
+    play.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish topic FROM as TO")
+    play.add_argument("--reliable", action="store_true", help="reliable QoS (default: best effort, sensor data)")
+    play.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                      help="wait up to S seconds for a subscriber on every image topic (default 0: do not wait)")
+    play.add_argument("--offsets-file", type=Path, help="JSON of the stamp offset of every pass (with --restamp)")
+    play.set_defaults(run=cmd_play)
+    rec = sub.add_parser("record", help="record topics (default: the node's outputs) into a bag")
+    rec.add_argument("--out", type=Path, required=True, help="bag folder to create")
+    rec.add_argument("--topics", nargs="+", help="exactly these topics (default: all under --node-prefix)")
+    rec.add_argument("--node-prefix", default="/seg_perception_node",
+                     help="record the topics under this prefix, except */out/overlay (default /seg_perception_node)")
+    rec.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: at SIGINT)")
+    rec.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
+    rec.set_defaults(run=cmd_record)
     demo = sub.add_parser("demo", help="the newcomer's first run (make demo)")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     demo.set_defaults(run=cmd_demo)

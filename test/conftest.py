@@ -32,6 +32,14 @@ apply_ros_defaults()
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _is_python_helper(proc: Path) -> bool:
+    """multiprocessing's resource tracker (started by spawn pools) lives until the interpreter exits, by design."""
+    try:
+        return b"multiprocessing.resource_tracker" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _children() -> list[str]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -39,7 +47,7 @@ def _children() -> list[str]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and not _is_python_helper(stat.parent):
             found.append(stat.parent.name)
     return found
 
