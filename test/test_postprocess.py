@@ -8,6 +8,7 @@ import torch
 
 from seg_perception.datasets import labels
 from seg_perception.datasets.targets import instance_targets
+from seg_perception.models.panoptic import center_peaks
 from seg_perception.postprocess.panoptic import PanopticConfig, find_centers, group_batch, group_instances
 from seg_perception.postprocess.roles import RoleConfigError, load_role_config, resolve_roles, role_masks
 from seg_perception.ros_io.environment import config_file
@@ -87,6 +88,17 @@ def test_center_nms_threshold_and_top_k() -> None:
     assert coords.tolist() == [[10, 10]]
     with pytest.raises(ValueError, match="nms_kernel"):
         PanopticConfig(thing_ids=(1,), nms_kernel=4)
+
+
+def test_centre_nms_in_the_graph_finds_the_same_centres() -> None:
+    """Deploy graphs zero the non-maxima (center_peaks); grouping then skips its own pooling."""
+    torch.manual_seed(0)
+    heat = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 64, 96), 5, 1, 2)[0, 0]  # smooth, many local maxima
+    pooled = find_centers(heat, PanopticConfig(thing_ids=(1,), center_threshold=0.45))
+    in_graph = find_centers(center_peaks(heat[None, None])[0, 0],
+                            PanopticConfig(thing_ids=(1,), center_threshold=0.45, peaks_only=True))
+    assert len(pooled[0]) > 3
+    assert torch.equal(pooled[0], in_graph[0]) and torch.equal(pooled[1], in_graph[1])
 
 
 def test_batch_matches_single_images() -> None:

@@ -21,7 +21,7 @@ from seg_perception.models.card import ModelCard, ModelCardError, load_card
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-_EXPORT_FORMAT = "3"  # bump when export_onnx's graph contract changes, so cached graphs are re-exported
+_EXPORT_FORMAT = "4"  # bump when export_onnx's graph contract changes, so cached graphs are re-exported
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ class PanopticConfig:
     nms_kernel: int = 7  # a centre is the maximum of its kernel x kernel neighbourhood
     top_k: int = 64  # at most this many centres per image
     min_area: int = 32  # smaller thing segments get no instance id (their pixels keep their class)
+    peaks_only: bool = False  # the heatmap is already NMS'd (deploy graphs do it), skip the pooling
 
     def __post_init__(self) -> None:
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
@@ -32,9 +33,10 @@ class PanopticConfig:
 
     @classmethod
     def for_input(cls, thing_ids: Sequence[int], input_size: tuple[int, int]) -> PanopticConfig:
-        """Defaults for a model input size: the minimum area is 32 px at 1024x512 and scales with image area."""
+        """Defaults for a deploy model's outputs at an input size (centre NMS done in the graph); the minimum
+        area is 32 px at 1024x512 and scales with image area."""
         scale = input_size[0] * input_size[1] / (1024 * 512)
-        return cls(thing_ids=tuple(thing_ids), min_area=max(4, round(32 * scale)))
+        return cls(thing_ids=tuple(thing_ids), min_area=max(4, round(32 * scale)), peaks_only=True)
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,12 @@ class PanopticFrame:
 
 def find_centers(center: torch.Tensor, config: PanopticConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Centres of one (H, W) heatmap in [0, 1]: (K, 2) integer (y, x) and (K,) scores, best first."""
-    pad = config.nms_kernel // 2
-    pooled = F.max_pool2d(center[None, None], kernel_size=config.nms_kernel, stride=1, padding=pad)[0, 0]
-    peaks = (center == pooled) & (center > config.center_threshold)
+    if config.peaks_only:
+        peaks = center > config.center_threshold
+    else:
+        pad = config.nms_kernel // 2
+        pooled = F.max_pool2d(center[None, None], kernel_size=config.nms_kernel, stride=1, padding=pad)[0, 0]
+        peaks = (center == pooled) & (center > config.center_threshold)
     scores = center[peaks]
     coords = peaks.nonzero()
     if scores.numel() > config.top_k:
