@@ -175,6 +175,11 @@ def test_no_samples_no_plots(tmp_path: Path) -> None:
                            overlays=[])
     assert outputs["plots"] == {}
     assert "## Plots" not in (tmp_path / "report.md").read_text()
+    # degenerate samples still plot: smoothing disabled (all 0 ms), one frame only, a NaN
+    outputs = write_report(tmp_path, report, tc_series={}, overlays=[],
+                           latency_samples={"smoothing": [0.0] * 5, "inference": [42.0], "end_to_end": [math.nan, 50]})
+    assert list(outputs["plots"]) == ["latency"]
+    check_png(tmp_path / "plots" / "latency.png")
 
 
 @pytest.mark.parametrize(("mutate", "named"), [
