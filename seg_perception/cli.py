@@ -16,7 +16,6 @@ from seg_perception.ros_io.environment import apply_ros_defaults
 
 PLANNED = {
     "export --tensorrt": "build TensorRT engines (issue #4); `export` to ONNX works now",
-    "eval --live": "node + play + record under real DDS, with transport latency (issue #6)",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,22 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tc", action="store_true", help="skip temporal consistency (optical flow)")
     parser.add_argument("--max-frames", type=int, default=0, help="per bag (0: all)")
     parser.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's choice)")
+    parser.add_argument("--live", action="store_true",
+                        help="under real DDS: start the node, play each bag in real time, record and score the "
+                             "node's outputs (adds transport latency; frames the node drops are counted)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor with --live (default 1.0)")
 
 
 def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
     from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
     from seg_perception.replay.report import OverlayVideo, write_report
 
+    if args.live:
+        # One node per bag, fed in real time: sharding, offline videos and frame limits do not apply.
+        conflicts = [name for name, given in (("--workers", args.workers > 1), ("--video", args.video),
+                                              ("--max-frames", args.max_frames > 0)) if given]
+        if conflicts:
+            raise ValueError(f"{', '.join(conflicts)} cannot be combined with --live")
     settings, _ = pipeline_settings_from_params(args.params)
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
@@ -55,8 +66,18 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
         cameras=tuple(c for c in args.cameras.split(",") if c), output_dir=None if args.no_output_bag else out,
         storage=args.storage, temporal_consistency=not args.no_tc, max_frames=args.max_frames)
     video = OverlayVideo(out / "overlay.mp4", fps=args.video_fps) if args.video and args.workers <= 1 else None
-    report, acc = evaluate_bags(args.bags, config, workers=args.workers, command=["seg-perception", *args.argv],
-                                video=video)
+    command = ["seg-perception", *args.argv]
+    if args.live:
+        from seg_perception.replay.live import evaluate_live
+
+        try:
+            report, acc = evaluate_live(args.bags, config, params=args.params, out=out, rate=args.rate,
+                                        command=command)
+        except RuntimeError as error:  # a child failed; its log tail is in the message, a traceback adds nothing
+            print(f"seg-perception eval --live: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from error
+    else:
+        report, acc = evaluate_bags(args.bags, config, workers=args.workers, command=command, video=video)
     if video is not None and video.close() is not None:
         report["outputs"]["video"] = "overlay.mp4"
     outputs = write_report(out, report, latency_samples=dict(acc.latency_ms), tc_series=dict(acc.tc_series),
@@ -81,5 +102,11 @@ def summary(report: dict[str, Any], out: Path) -> str:
     latency = report["latency_ms"].get("end_to_end")
     if latency:
         lines.append(f"latency per batch p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
+    live = report.get("live")
+    if live:
+        transport = live["transport_latency_ms"] or {}
+        lines.append(f"live at rate {live['rate']:g}: {live['frames_answered']} of {live['frames_published']} "
+                     f"frames answered; transport p50 {transport.get('p50', float('nan')):.1f} ms; "
+                     f"node log {out / live['node_log']}")
     lines.append(f"report: {out / 'report.md'}  (plots in {out / 'plots'})")
     return "\n".join(lines)

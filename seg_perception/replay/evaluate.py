@@ -233,6 +233,40 @@ def select_cameras(connections, wanted: Sequence[str], bag: Path) -> dict[str, s
     return chosen
 
 
+def score_frame(acc: EvalAccumulator, semantic: np.ndarray, instances: np.ndarray, masks: dict[str, np.ndarray],
+                labels: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Score one frame's outputs against its labels (kinds of LABEL_KINDS); returns the semantic truth, if any.
+
+    ``masks``: role ("drivable", "lane", "obstacles") -> mask, nonzero inside. Outputs of another size than
+    the labels are resized to them (nearest), so the node's ``output_resolution: model`` is scored too.
+    Shared by the offline replay and ``eval --live``, so both score by the same rules.
+    """
+    acc.annotated["frames"] += 1
+    shape = next(iter(labels.values())).shape[:2]
+    if semantic.shape != shape:
+        size = (shape[1], shape[0])
+        semantic = cv2.resize(semantic, size, interpolation=cv2.INTER_NEAREST)
+        instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
+        masks = {k: cv2.resize(v, size, interpolation=cv2.INTER_NEAREST) for k, v in masks.items()}
+    lane_truth = labels["lane"] > 0 if "lane" in labels else None
+    truth_semantic = labels.get("semantic")
+    if truth_semantic is not None:
+        acc.confusion.update(semantic, truth_semantic)
+    if "instance" in labels:
+        truth = cityscapes_instance_ids_to_panoptic(labels["instance"], lane_truth)
+        acc.panoptic.update(semantic, instances, truth.semantic, truth.instance, truth.crowd)
+        acc.annotated["instances"] += 1
+        truth_semantic = truth.semantic if truth_semantic is None else truth_semantic
+    if "drivable" in labels and "drivable" in masks:
+        acc.drivable.update(masks["drivable"] > 0, labels["drivable"] > 0)
+        acc.annotated["drivable"] += 1
+    if lane_truth is not None and "lane" in masks:
+        acc.lane.update(masks["lane"] > 0, lane_truth)
+        acc.lane_f.update(masks["lane"] > 0, lane_truth)
+        acc.annotated["lane"] += 1
+    return truth_semantic
+
+
 class _BagReplay:
     """One bag through one pipeline, into one accumulator (and an output bag, an overlay video)."""
 
@@ -422,33 +456,8 @@ class _BagReplay:
         self._score(result, labels)
 
     def _score(self, result: FrameResult, labels: dict[str, np.ndarray]) -> None:
-        acc = self.acc
-        acc.annotated["frames"] += 1
-        shape = next(iter(labels.values())).shape[:2]
-        semantic, instances = result.semantic, result.instances
-        masks = result.masks
-        if semantic.shape != shape:
-            size = (shape[1], shape[0])
-            semantic = cv2.resize(semantic, size, interpolation=cv2.INTER_NEAREST)
-            instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
-            masks = {k: cv2.resize(v, size, interpolation=cv2.INTER_NEAREST) for k, v in masks.items()}
-        lane_truth = labels["lane"] > 0 if "lane" in labels else None
-        truth_semantic = labels.get("semantic")
-        if truth_semantic is not None:
-            acc.confusion.update(semantic, truth_semantic)
-        if "instance" in labels:
-            truth = cityscapes_instance_ids_to_panoptic(labels["instance"], lane_truth)
-            acc.panoptic.update(semantic, instances, truth.semantic, truth.instance, truth.crowd)
-            acc.annotated["instances"] += 1
-            truth_semantic = truth.semantic if truth_semantic is None else truth_semantic
-        if "drivable" in labels and "drivable" in masks:
-            acc.drivable.update(masks["drivable"] > 0, labels["drivable"] > 0)
-            acc.annotated["drivable"] += 1
-        if lane_truth is not None and "lane" in masks:
-            acc.lane.update(masks["lane"] > 0, lane_truth)
-            acc.lane_f.update(masks["lane"] > 0, lane_truth)
-            acc.annotated["lane"] += 1
-        self._sample(result, truth_semantic)
+        truth = score_frame(self.acc, result.semantic, result.instances, result.masks, labels)
+        self._sample(result, truth)
 
     def _sample(self, result: FrameResult, truth: np.ndarray | None) -> None:
         key = (result.frame.camera, result.frame.stamp_ns)
