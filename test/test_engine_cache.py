@@ -83,3 +83,26 @@ def test_tensorrt_backend_explains_what_it_needs_here(tmp_path: Path) -> None:
 
     with pytest.raises(BackendError, match="tensorrt"):
         engine_key(tmp_path / "x.onnx", None, precision="fp16", max_batch=1)  # type: ignore[arg-type]
+
+
+def test_int8_calibration_inputs_are_prepared_without_a_gpu(tmp_path: Path) -> None:
+    """What the INT8 calibrator feeds besides images: the state shape from the graph, synthetic frames."""
+    import onnx
+
+    from seg_perception.inference.export import export_onnx
+    from seg_perception.inference.tensorrt_backend import onnx_state_shape, synthetic_calibration_images
+    from seg_perception.models.card import load_card
+
+    demo = Path(__file__).resolve().parents[1] / "models" / "demo"
+    card = load_card(demo)
+    onnx_path = export_onnx(demo, tmp_path / "demo.onnx", input_size=(256, 128))
+    assert onnx_state_shape(onnx_path) == (card.num_classes, 128 // 8, 256 // 8)
+    images = list(synthetic_calibration_images((256, 128), count=3))
+    assert len(images) == 3 and all(i.shape == (1, 128, 256, 3) and i.dtype.name == "uint8" for i in images)
+    assert not (images[0] == images[2]).all()  # a drive, not one frame repeated
+    bare = tmp_path / "bare.onnx"
+    proto = onnx.load(str(onnx_path))
+    proto.graph.input[1].name = "renamed"
+    onnx.save(proto, str(bare))
+    with pytest.raises(BackendError, match="previous_logits"):
+        onnx_state_shape(bare)

@@ -50,16 +50,39 @@ def engine_key(onnx_path: Path, card: ModelCard, *, precision: str, max_batch: i
     )
 
 
-class Int8Calibrator:
-    """Entropy calibration over batches of uint8 NHWC images; the cache file makes later builds skip it."""
+def onnx_state_shape(onnx_path: Path) -> tuple[int, int, int]:
+    """(C, h, w) of the graph's smoothing-state input, read from the ONNX file."""
+    import onnx
 
-    def __new__(cls, images: Iterator[np.ndarray], cache_file: Path):
+    for tensor in onnx.load(str(onnx_path), load_external_data=False).graph.input:
+        if tensor.name == STATE_INPUT_NAME:
+            return tuple(d.dim_value for d in tensor.type.tensor_type.shape.dim[1:])
+    raise BackendError(f"{onnx_path}: no input {STATE_INPUT_NAME!r}; re-export it with `seg-perception export`")
+
+
+def synthetic_calibration_images(input_size: tuple[int, int], count: int = 32) -> Iterator[np.ndarray]:
+    """(1, H, W, 3) uint8 batches of held-out synthetic driving frames, for INT8 calibration without user data."""
+    from seg_perception.synth import render_sequence
+
+    width, height = input_size
+    for step in render_sequence(seed=9000, sequence=0, num_frames=count, width=width, height=height,
+                                cameras=("front",)):
+        yield step["front"].image[None]
+
+
+class Int8Calibrator:
+    """Entropy calibration over batches of uint8 NHWC images; the cache file makes later builds skip it.
+
+    The smoothing inputs are fed as zeros (a first frame), the state the graph sees most often after resets.
+    """
+
+    def __new__(cls, images: Iterator[np.ndarray], cache_file: Path, state_shape: tuple[int, int, int]):
         trt = _tensorrt()
 
         class _Calibrator(trt.IInt8EntropyCalibrator2):
             def __init__(self) -> None:
                 super().__init__()
-                self.batches, self.cache_file, self.current = images, cache_file, None
+                self.batches, self.cache_file, self.current = images, cache_file, {}
 
             def get_batch_size(self) -> int:
                 return 1
@@ -68,8 +91,12 @@ class Int8Calibrator:
                 batch = next(self.batches, None)
                 if batch is None:
                     return None
-                self.current = torch.from_numpy(np.ascontiguousarray(batch)).cuda()
-                return [int(self.current.data_ptr())]
+                self.current = {
+                    INPUT_NAME: torch.from_numpy(np.ascontiguousarray(batch)).cuda(),
+                    STATE_INPUT_NAME: torch.zeros((1, *state_shape), device="cuda"),
+                    SMOOTHING_INPUT_NAME: torch.zeros((1, SMOOTHING_TERMS), device="cuda"),
+                }
+                return [int(self.current[name].data_ptr()) for name in names]
 
             def read_calibration_cache(self):
                 return self.cache_file.read_bytes() if self.cache_file.exists() else None
@@ -147,7 +174,8 @@ class TensorRTBackend:
         self.build_s: float | None = None
         if decision.action == "build":
             LOG.warning("building TensorRT engine: %s", decision.reason)
-            calibrator = (Int8Calibrator(calibration_images or iter(()), calibration_cache)
+            images = calibration_images or synthetic_calibration_images(card.input_size)
+            calibrator = (Int8Calibrator(images, calibration_cache, onnx_state_shape(onnx_path))
                           if precision == "int8" else None)
             self.build_s = build_engine(onnx_path, decision.engine_path, key, cache_dir=cache_dir,
                                         calibrator=calibrator)
