@@ -1,6 +1,6 @@
 """`seg-perception`: one command line for the whole product.
 
-Subcommands land with their issues; those not here yet are listed in --help with where they come from.
+Each subcommand is documented in README.md; `seg-perception COMMAND --help` lists its options.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from seg_perception.inference.errors import BackendError
 from seg_perception.ros_io.environment import apply_ros_defaults
-
-PLANNED = {
-    "export --tensorrt": "build TensorRT engines (issue #4); `export` to ONNX works now",
-}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -152,6 +149,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path = export_onnx(args.model, args.out, opset=args.opset, input_size=args.input_size)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    if args.tensorrt:
+        from seg_perception.inference.backends import OnnxRuntimeBackend
+        from seg_perception.inference.factory import default_cache_dir
+        from seg_perception.inference.tensorrt_backend import TensorRTBackend
+
+        cache = args.engine_cache or default_cache_dir("engines")
+        backend = TensorRTBackend(path, OnnxRuntimeBackend.read_card(path), cache_dir=cache,
+                                  precision=args.precision, max_batch=args.max_batch)
+        built = "reused" if backend.build_s is None else f"built in {backend.build_s:.1f} s"
+        print(f"TensorRT engine {backend.engine_path} ({built})")
     return 0
 
 
@@ -218,9 +225,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "coming with later issues:\n" + "\n".join(f"  {name:8s} {what}" for name, what in PLANNED.items())
     parser = argparse.ArgumentParser(
-        prog="seg-perception", description=__doc__.splitlines()[0], epilog=epilog,
+        prog="seg-perception", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -275,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
     export.add_argument("--input-size", type=parse_size, help="WxH other than the model card's")
+    export.add_argument("--tensorrt", action="store_true",
+                        help="also build (or reuse) the TensorRT engine for this GPU, into the engine cache")
+    export.add_argument("--precision", choices=("fp16", "int8", "fp32"), default="fp16",
+                        help="TensorRT precision (int8 calibrates on synthetic frames unless a cache exists)")
+    export.add_argument("--max-batch", type=int, default=4, help="TensorRT profile: cameras per call (4)")
+    export.add_argument("--engine-cache", type=Path, help="engine folder (default ~/.cache/seg_perception/engines)")
     export.set_defaults(run=cmd_export)
     bench = sub.add_parser("bench", help="backends x sizes x batch, end to end with per-stage times")
     bench.add_argument("--model", type=Path, default=Path("models/demo"), help="checkpoint folder (models/demo)")
@@ -352,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # what models cards record as the command that made them
     try:
         return args.run(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
+    except (ValueError, FileExistsError, FileNotFoundError, BackendError) as error:
         print(f"seg-perception {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

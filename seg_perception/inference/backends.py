@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from seg_perception.inference.errors import BackendError
 from seg_perception.inference.export import (
     CARD_METADATA_KEY,
     INPUT_NAME,
@@ -27,10 +28,6 @@ from seg_perception.inference.preprocess import normalise
 from seg_perception.models.card import ModelCard, card_from_dict
 from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.models.panoptic import ModelOutputs
-
-
-class BackendError(RuntimeError):
-    """A backend cannot run as asked (missing provider, wrong input); the message says what is available."""
 
 
 class Backend(Protocol):
