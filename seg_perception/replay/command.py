@@ -55,6 +55,8 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
                                               ("--max-frames", args.max_frames > 0)) if given]
         if conflicts:
             raise ValueError(f"{', '.join(conflicts)} cannot be combined with --live")
+    elif args.rate != 1.0:
+        raise ValueError("--rate sets the playback speed of --live; offline replay runs as fast as it can")
     settings, _ = pipeline_settings_from_params(args.params)
     out: Path = args.out
     if out.exists() and any(out.iterdir()):

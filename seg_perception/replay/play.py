@@ -193,6 +193,9 @@ def restamp_cdr(raw: bytes, msgtype: str, offset_ns: int, typestore: Typestore) 
     return bytes(typestore.serialize_cdr(msg, msgtype))
 
 
+BEST_EFFORT_LINGER_S = 0.5
+
+
 def play_bags(
     paths: Sequence[Path], *, topics: Sequence[str] | None = None, rate: float = 1.0, loop: bool = False,
     restamp: bool = False, remap: Mapping[str, str] | None = None, qos_reliability: str = "best_effort",
@@ -319,8 +322,10 @@ class _Player:
         return entry["offset_ns"]
 
     def _drain(self) -> None:
-        # Reliable subscribers may still be fetching the last messages; best effort has nothing to wait for.
+        # Reliable subscribers may still be fetching the last messages. Best effort has no acks, but over
+        # shared memory the samples live in our segment: leaving at once lost the last frame now and then.
         if not self.reliable:
+            self.stop.wait(BEST_EFFORT_LINGER_S)
             return
         from rclpy.duration import Duration
 

@@ -354,7 +354,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     else:
         out += ["n/a: no frame pairs scored.", ""]
 
-    out += ["## Latency", "", "Milliseconds per frame, offline replay (no transport).", ""]
+    where = ("live under DDS: transport is player publish -> node callback" if report.get("live")
+             else "offline replay (no transport)")
+    out += ["## Latency", "", f"Milliseconds per frame, {where}.", ""]
     latency = report["latency_ms"]
     if latency:
         stages = sorted(latency, key=_stage_key)
