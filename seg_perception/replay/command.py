@@ -99,8 +99,9 @@ def summary(report: dict[str, Any], out: Path) -> str:
             return "n/a" if value is None else f"{100 * value:.1f}"
 
         pq = (metrics.get("pq") or {}).get("all", {}).get("pq")
-        lines.append(f"mIoU {pct(metrics['miou_present'])}  PQ {pct(pq)}  drivable IoU {pct(metrics['drivable_iou'])}"
-                     f"  lane IoU {pct(metrics['lane_iou'])}  TC {pct(report['temporal_consistency']['mean'])}")
+        lines.append(f"mIoU (classes present) {pct(metrics['miou_present'])}  PQ {pct(pq)}  "
+                     f"drivable IoU {pct(metrics['drivable_iou'])}  lane IoU {pct(metrics['lane_iou'])}  "
+                     f"TC {pct(report['temporal_consistency']['mean'])}")
     latency = report["latency_ms"].get("end_to_end")
     if latency:
         lines.append(f"latency per batch p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
