@@ -171,3 +171,20 @@ def test_cli_writes_the_report_folder(drive: Path, tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "seg_perception.cli", "eval", str(drive), "--out", str(out)],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_labels_from_a_cityscapes_folder_matched_by_name(drive: Path, tmp_path: Path) -> None:
+    """The same drive written as a Cityscapes folder scores exactly like the bag's own label topics."""
+    if "sqlite3" in str(drive.parent):
+        pytest.skip("label matching does not depend on the storage")
+    folder = tmp_path / "cityscapes"
+    write_synthetic(folder, fmt="cityscapes", sequences=1, frames=FRAMES, width=SIZE[0], height=SIZE[1],
+                    seed=SEED, cameras=CAMERAS, split="val", show_progress=False)
+    from_topics, _ = evaluate_bags([drive], _config(None, temporal_consistency=False))
+    from_folder, _ = evaluate_bags([drive], _config(None, temporal_consistency=False,
+                                                     label_folder=(folder, "val", 0)))
+    assert from_folder["bags"][0]["label_source"] == f"cityscapes:{folder}:val"
+    assert from_folder["frames"]["labelled"] == 8 and from_folder["metrics"] == from_topics["metrics"]
+    other_sequence, _ = evaluate_bags([drive], _config(None, temporal_consistency=False,
+                                                        label_folder=(folder, "val", 5)))
+    assert other_sequence["frames"]["labelled"] == 0 and other_sequence["metrics"] is None

@@ -21,6 +21,17 @@ def pipeline_settings_from_params(path: Path | None) -> tuple[PipelineSettings, 
     return pipeline_settings(settings), nested
 
 
+def parse_label_folder(text: str) -> tuple[Path, str, int]:
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or parts[0] != "cityscapes" or not parts[1] or not parts[2]:
+        raise argparse.ArgumentTypeError(f"--labels must look like cityscapes:PATH:SPLIT[:SEQ], got {text!r}")
+    try:
+        sequence = int(parts[3]) if len(parts) == 4 else 0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--labels: SEQ must be a number, got {parts[3]!r}") from None
+    return Path(parts[1]), parts[2], sequence
+
+
 def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bags", nargs="*", type=Path, metavar="BAG",
                         help="ROS 2 bags (mcap or sqlite3) to replay through the node's pipeline")
@@ -29,6 +40,9 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--cameras", default="", help="comma-separated camera names or image topics (default: all)")
+    parser.add_argument("--labels", type=parse_label_folder, metavar="cityscapes:PATH:SPLIT[:SEQ]",
+                        help="labels from a Cityscapes folder instead of label topics; the k-th image of camera "
+                             "CAM is synth-CAM_SEQ_k (names as `synth` writes them; SEQ defaults to 0)")
     parser.add_argument("--out", type=Path, default=Path("eval_output"),
                         help="report folder: output bags, report.md/json, plots (default eval_output)")
     parser.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel processes (default 1)")
@@ -66,7 +80,8 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
         model_path=args.model, backend=args.backend, precision=args.precision,
         device="cpu" if args.device == "auto" else args.device, intra_op_threads=args.threads, pipeline=settings,
         cameras=tuple(c for c in args.cameras.split(",") if c), output_dir=None if args.no_output_bag else out,
-        storage=args.storage, temporal_consistency=not args.no_tc, max_frames=args.max_frames)
+        storage=args.storage, temporal_consistency=not args.no_tc, max_frames=args.max_frames,
+        label_folder=args.labels)
     video = OverlayVideo(out / "overlay.mp4", fps=args.video_fps) if args.video and args.workers <= 1 else None
     command = ["seg-perception", *args.argv]
     if args.live:

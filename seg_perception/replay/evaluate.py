@@ -31,6 +31,8 @@ from tqdm import tqdm
 
 from seg_perception.bags.reader import BagError, open_bag
 from seg_perception.bags.writer import BagWriter
+from seg_perception.datasets.cityscapes import find_samples, load_sample, sample_stem
+from seg_perception.datasets.synthetic import city_name
 from seg_perception.evaluation.lanes import BinaryIoU, LaneFScore
 from seg_perception.evaluation.panoptic import PanopticQuality, cityscapes_instance_ids_to_panoptic
 from seg_perception.evaluation.semantic import ConfusionMatrix
@@ -60,6 +62,9 @@ class ReplayConfig:
     intra_op_threads: int = 0
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     cameras: tuple[str, ...] = ()  # image topics to use; empty: every image topic that is not a label
+    # Labels in a Cityscapes folder instead of label topics: (root, split, sequence). The k-th image of camera
+    # <cam> is <city>_<sequence:06d>_<k:06d> with city "synth-<cam>" (the names `synth` gives both outputs).
+    label_folder: tuple[Path, str, int] | None = None
     roles_config: Path | None = None
     output_dir: Path | None = None  # output bags go to <output_dir>/bags/<bag name>; None: no output bag
     storage: str = "mcap"
@@ -280,6 +285,9 @@ class _BagReplay:
         self.pending_results: dict[tuple[str, int], FrameResult] = {}
         self.pending_labels: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
         self.label_kinds: dict[str, tuple[str, ...]] = {}
+        self.folder_samples: dict[str, Any] | None = None  # stem -> CityscapesSample with --labels
+        self.message_index: Counter[str] = Counter()  # image messages seen per camera (names count from 0)
+        self.frame_index: dict[tuple[str, int], int] = {}
         self.writer: BagWriter | None = None
         self.types: MessageTypes | None = None
         self.overlay_every = 0
@@ -316,8 +324,14 @@ class _BagReplay:
             raise BagError(f"bag {self.path}: the camera topics {', '.join(sorted(image_topics))} hold no messages")
         if self.config.max_frames:
             total = min(total, self.config.max_frames)
-        info = BagInfo(path=str(self.path), storage=_storage(self.path), cameras=cameras,
-                       label_source="topics" if label_topics else None)
+        label_source = "topics" if label_topics else None
+        if self.config.label_folder is not None:
+            root, split, _ = self.config.label_folder
+            self.folder_samples = {s.stem: s for s in find_samples(root, split)}
+            label_topics, label_source = {}, f"cityscapes:{root}:{split}"
+            self.label_kinds = dict.fromkeys(cameras, ("folder",))
+            wanted = [c for c in connections if c.topic in image_topics]
+        info = BagInfo(path=str(self.path), storage=_storage(self.path), cameras=cameras, label_source=label_source)
         self.acc.bags.append(info)
         per_camera = total // len(cameras)
         self.overlay_every = max(1, per_camera // max(1, self.config.overlay_samples))
@@ -348,6 +362,8 @@ class _BagReplay:
 
     def _image(self, reader, connection, camera: str, log_ns: int, raw: bytes, info: BagInfo) -> None:
         self.acc.frames["received"] += 1
+        index = self.message_index[camera]
+        self.message_index[camera] += 1
         try:
             msg = reader.deserialize(raw, connection.msgtype)
             image = image_to_rgb(msg) if connection.msgtype.endswith("/Image") else compressed_to_rgb(msg)
@@ -361,6 +377,8 @@ class _BagReplay:
         if camera in self.batch:
             self._flush()
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if self.folder_samples is not None:
+            self.frame_index[(camera, stamp)] = index
         self.batch[camera] = CameraFrame(camera=camera, image=image, stamp_ns=stamp, frame_id=msg.header.frame_id,
                                          header=msg.header)
 
@@ -441,8 +459,26 @@ class _BagReplay:
         if score is not None:
             self.acc.tc_series[f"{Path(self.path).stem}:{camera}"].append(score)
 
+    def _folder_labels(self, key: tuple[str, int]) -> dict[str, np.ndarray] | None:
+        sequence = self.config.label_folder[2]
+        stem = sample_stem(city_name(key[0]), sequence, self.frame_index.pop(key))
+        sample = self.folder_samples.get(stem)
+        if sample is None:
+            return None
+        arrays = load_sample(sample)
+        labels = {"semantic": arrays["train_ids"]}
+        labels.update({kind: arrays[name] for kind, name in (("instance", "instance_ids"), ("drivable", "drivable"),
+                                                             ("lane", "lane")) if arrays.get(name) is not None})
+        return labels
+
     def _score_if_complete(self, key: tuple[str, int]) -> None:
         camera, _ = key
+        if self.folder_samples is not None:
+            result = self.pending_results.pop(key, None)
+            if result is not None:
+                labels = self._folder_labels(key)
+                self._sample(result, None) if labels is None else self._score(result, labels)
+            return
         labels = self.pending_labels.get(key, {})
         result = self.pending_results.get(key)
         kinds = self.label_kinds.get(camera, ())
