@@ -218,3 +218,43 @@ def test_node_exits_cleanly_on_sigterm_and_refuses_bad_parameters(processes, tmp
     result = subprocess.run([sys.executable, "-m", "seg_perception.cli", "node", "--params", str(bad)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "smoothing.strength" in result.stderr, result.stderr
+
+
+def test_compressed_input_and_bad_frames_in_process(ros_context, tmp_path: Path, monkeypatch) -> None:
+    """The node's callbacks without DDS: jpeg frames are processed, corrupt and tiny ones dropped and counted."""
+    import cv2
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage
+
+    from seg_perception.ros_io.node import PerceptionNode
+    from seg_perception.ros_io.params import flatten, load_param_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    nested = load_param_file(_params(tmp_path, backend="torch", input_transport="compressed", cameras=["front"]))
+    node = PerceptionNode(context=ros_context,
+                          parameter_overrides=[Parameter(k, value=v) for k, v in flatten(nested).items()])
+    try:
+        (frame,) = [s["front"] for s in render_sequence(seed=SEED, sequence=0, num_frames=1, width=320, height=160,
+                                                        cameras=("front",))]
+
+        def compressed(data: bytes, stamp_ns: int) -> CompressedImage:
+            msg = CompressedImage(format="rgb8; jpeg compressed bgr8", data=data)
+            msg.header.frame_id = "front_optical_frame"
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            return msg
+
+        jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))[1].tobytes()
+        tiny = cv2.imencode(".jpg", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+        now = node.get_clock().now().nanoseconds
+        node._on_image("front", compressed(jpeg, now))
+        deadline = time.monotonic() + 60
+        while node.stats.counts("front")[1] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        node._on_image("front", compressed(jpeg[: len(jpeg) // 3] + b"garbage", now + 1))
+        node._on_image("front", compressed(tiny, now + 2))
+        received, processed, dropped = node.stats.counts("front")
+        assert (received, processed, dropped) == (3, 1, 2)
+        (snapshot,) = node.stats.snapshot()
+        assert snapshot.dropped == {"decode_error": 1, "bad_frame": 1} and "too small" in snapshot.last_error
+    finally:
+        node.destroy_node()
