@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.evaluation.semantic import ConfusionMatrix
-from seg_perception.evaluation.temporal import TemporalConsistencyMeter
+from seg_perception.evaluation.video import score_video
 from seg_perception.inference.backends import BackendError
 from seg_perception.inference.factory import BackendRequest, cached_onnx, open_backend
 from seg_perception.models.card import load_card
@@ -269,22 +268,8 @@ def test_smoothing_earns_its_place_on_synthetic_video(backend) -> None:
     card = load_card(DEMO)
     drives = [list(render_sequence(seed=6000 + s, sequence=0, num_frames=12, width=512, height=256,
                                    cameras=("front",), fps=30)) for s in range(3)]
-    scores = {}
-    for enabled in (False, True):
-        pipeline = _pipeline(backend, smoothing_enabled=enabled)
-        confusion = ConfusionMatrix(card.num_classes, class_names=card.class_names)
-        consistency = []
-        for k, drive in enumerate(drives):
-            meter = TemporalConsistencyMeter(num_classes=card.num_classes)
-            for step in drive:
-                truth = step["front"]
-                frame = CameraFrame(camera="front", image=truth.image, stamp_ns=truth.stamp_ns + k * 10**11,
-                                    frame_id="front_optical_frame")
-                (result,) = pipeline.process([frame])
-                confusion.update(result.semantic, truth.semantic)
-                meter.update(truth.image, result.semantic)
-            consistency.append(meter.result().mean)
-        scores[enabled] = (100 * float(np.mean(consistency)), 100 * confusion.compute().miou_present)
-    (tc_off, miou_off), (tc_on, miou_on) = scores[False], scores[True]
+    scores = {enabled: score_video(_pipeline(backend, smoothing_enabled=enabled), drives, "front", card.class_names)
+              for enabled in (False, True)}
+    (tc_off, miou_off), (tc_on, miou_on) = ((s.tc, s.miou_present) for s in (scores[False], scores[True]))
     assert tc_on - tc_off >= 2.0, scores
     assert miou_on >= miou_off - 0.5, scores

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_perception.evaluation.semantic import ConfusionMatrix
-from seg_perception.evaluation.temporal import TemporalConsistencyMeter
+from seg_perception.evaluation.video import score_video
 from seg_perception.inference.factory import BackendRequest, open_backend
-from seg_perception.pipeline.pipeline import CameraFrame, PerceptionPipeline, PipelineSettings
+from seg_perception.pipeline.pipeline import PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for
 from seg_perception.synth import render_sequence
 
@@ -43,23 +42,9 @@ def main() -> None:
                                        height=height, cameras=("front",), fps=fps)) for s in range(args.drives)]
         for name, changes in SETTINGS.items():
             pipeline = PerceptionPipeline(backend, card, roles, PipelineSettings(**changes))
-            confusion = ConfusionMatrix(card.num_classes, class_names=card.class_names)
-            consistency, stage_ms = [], []
-            for k, drive in enumerate(drives):
-                meter = TemporalConsistencyMeter(num_classes=card.num_classes)
-                for step in drive:
-                    truth = step["front"]
-                    # Drives are 100 s apart on the clock, so each starts a new smoothing stream.
-                    frame = CameraFrame(camera="front", image=truth.image, stamp_ns=truth.stamp_ns + k * 10**11,
-                                        frame_id="front_optical_frame")
-                    (result,) = pipeline.process([frame])
-                    confusion.update(result.semantic, truth.semantic)
-                    meter.update(truth.image, result.semantic)
-                    stage_ms.append(result.timings_ms["smoothing"])
-                consistency.append(meter.result().mean)
-            miou = 100 * confusion.compute().miou_present
-            print(f"| {fps:.0f} Hz | {name} | {100 * np.mean(consistency):.2f} | {miou:.2f} | "
-                  f"{np.median(stage_ms):.2f} |", flush=True)
+            scores = score_video(pipeline, drives, "front", card.class_names)
+            print(f"| {fps:.0f} Hz | {name} | {scores.tc:.2f} | {scores.miou_present:.2f} | "
+                  f"{np.median(scores.smoothing_stage_ms):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

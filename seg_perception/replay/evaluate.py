@@ -238,6 +238,17 @@ def select_cameras(connections, wanted: Sequence[str], bag: Path) -> dict[str, s
     return chosen
 
 
+def tc_inputs(image: np.ndarray, labels: np.ndarray, max_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels at the labels' aspect, at most ``max_width`` wide: the size TC's optical flow runs at."""
+    width = min(max_width, labels.shape[1])
+    height = round(labels.shape[0] * width / labels.shape[1])
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if labels.shape != (height, width):
+        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+    return image, labels
+
+
 def score_frame(acc: EvalAccumulator, semantic: np.ndarray, instances: np.ndarray, masks: dict[str, np.ndarray],
                 labels: dict[str, np.ndarray]) -> np.ndarray | None:
     """Score one frame's outputs against its labels (kinds of LABEL_KINDS); returns the semantic truth, if any.
@@ -448,14 +459,7 @@ class _BagReplay:
         meter = self.meters.setdefault(camera, TemporalConsistencyMeter(num_classes=self.card.num_classes))
         if result.reset_reason in STREAM_BREAKS:
             meter.end_stream()
-        image, labels = result.frame.image, result.semantic
-        width = min(self.config.tc_max_width, labels.shape[1])
-        height = round(labels.shape[0] * width / labels.shape[1])
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        if labels.shape != (height, width):
-            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-        score = meter.update(image, labels)
+        score = meter.update(*tc_inputs(result.frame.image, result.semantic, self.config.tc_max_width))
         if score is not None:
             self.acc.tc_series[f"{Path(self.path).stem}:{camera}"].append(score)
 

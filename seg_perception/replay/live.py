@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 
@@ -42,6 +41,7 @@ from seg_perception.replay.evaluate import (
     _storage,
     score_frame,
     select_cameras,
+    tc_inputs,
 )
 from seg_perception.replay.report import OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
@@ -438,13 +438,7 @@ class _Scorer:
     def _temporal(self, camera: str, image: np.ndarray, semantic: np.ndarray) -> None:
         meter = self.meters.setdefault(camera, TemporalConsistencyMeter(num_classes=self.card.num_classes))
         # Optical flow at most tc_max_width wide, as offline, so both reports' TC compare.
-        width = min(self.config.tc_max_width, semantic.shape[1])
-        height = round(semantic.shape[0] * width / semantic.shape[1])
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        if semantic.shape != (height, width):
-            semantic = cv2.resize(semantic, (width, height), interpolation=cv2.INTER_NEAREST)
-        score = meter.update(image, semantic)
+        score = meter.update(*tc_inputs(image, semantic, self.config.tc_max_width))
         if score is not None:
             self.acc.tc_series[f"{self.plan.stem}:{camera}"].append(score)
 
