@@ -262,12 +262,13 @@ def test_smoother_validates_and_keeps_state_across_configure() -> None:
 def test_smoothing_earns_its_place_on_synthetic_video(backend) -> None:
     """TC (flow-warped mIoU between consecutive predictions) rises by >= 2 points, mIoU drops <= 0.5.
 
-    Three held-out drives at 30 Hz, the rate of automotive cameras, at the model's 512x256; the
-    default smoothing (label prior 0.75, no exponential term). docs/BENCHMARKS.md also gives 10 Hz.
+    Eight held-out drives of 16 frames at 30 Hz, the rate of automotive cameras, at the model's 512x256;
+    the default smoothing (label prior 0.75, no exponential term). docs/BENCHMARKS.md also gives 10 Hz,
+    where the mIoU cost is larger, and says why the sample is this big.
     """
     card = load_card(DEMO)
-    drives = [list(render_sequence(seed=6000 + s, sequence=0, num_frames=12, width=512, height=256,
-                                   cameras=("front",), fps=30)) for s in range(3)]
+    drives = [list(render_sequence(seed=6000 + s, sequence=0, num_frames=16, width=512, height=256,
+                                   cameras=("front",), fps=30)) for s in range(8)]
     scores = {enabled: score_video(_pipeline(backend, smoothing_enabled=enabled), drives, "front", card.class_names)
               for enabled in (False, True)}
     (tc_off, miou_off), (tc_on, miou_on) = ((s.tc, s.miou_present) for s in (scores[False], scores[True]))

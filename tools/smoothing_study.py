@@ -1,6 +1,6 @@
 """Temporal smoothing on held-out synthetic drives: TC and mIoU with each setting, at 30 Hz and 10 Hz.
 
-Usage: .venv/bin/python tools/smoothing_study.py [--model models/demo] [--drives 3] [--frames 12]
+Usage: .venv/bin/python tools/smoothing_study.py [--model models/demo] [--drives 8] [--frames 16]
 Prints a markdown table (docs/BENCHMARKS.md quotes it). Seeds 6000+ were never used for training.
 """
 
@@ -29,8 +29,8 @@ SETTINGS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/demo"))
-    parser.add_argument("--drives", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--drives", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=16)
     args = parser.parse_args()
     backend, card = open_backend(BackendRequest(model_path=args.model))
     width, height = card.input_size
