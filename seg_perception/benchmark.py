@@ -77,7 +77,7 @@ def _frames(size: tuple[int, int], count: int) -> list[np.ndarray]:
 
 def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[tuple[int, int]],
                   batches: Sequence[int], warmup: int = 2, calls: int = 10, device: str = "cpu",
-                  baseline: bool = True, progress: Callable[[str], None] = print) -> dict:
+                  baseline: bool = True, progress: Callable[[str], None] = print, trt_precision: str = "fp16") -> dict:
     card = load_card(checkpoint)
     roles = role_mapping_for(card.class_names, card.thing_ids)
     rows: list[BenchRow] = []
@@ -88,9 +88,20 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
             runners: dict[str, object] = {}
             if "torch" in backends:
                 runners[f"torch:{device}"] = TorchBackend(checkpoint, device=device, input_size=size)
-            if "onnxruntime" in backends:
+            onnx_path = None
+            if "onnxruntime" in backends or "tensorrt" in backends:
                 onnx_path = export_onnx(checkpoint, Path(scratch) / f"model_{size[0]}x{size[1]}.onnx", input_size=size)
+            if "onnxruntime" in backends:
                 runners["onnxruntime:CPUExecutionProvider"] = OnnxRuntimeBackend(onnx_path)
+            if "tensorrt" in backends:
+                from seg_perception.inference.factory import default_cache_dir
+                from seg_perception.inference.tensorrt_backend import TensorRTBackend
+
+                # Engines are cached by the graph's sha256, so repeated benches reuse them.
+                engine = TensorRTBackend(onnx_path, OnnxRuntimeBackend.read_card(onnx_path),
+                                         cache_dir=default_cache_dir("engines"), precision=trt_precision,
+                                         max_batch=max(batches))
+                runners[engine.name] = engine
             for name, backend in runners.items():
                 for batch in batches:
                     run = _PipelineCall(backend, card, roles, frames[:batch])
@@ -171,8 +182,8 @@ def ratios(rows: Sequence[BenchRow]) -> dict[str, float]:
     out: dict[str, float] = {}
     for (backend, model, w, h, b), row in by.items():
         torch_row = by.get(("torch", model, w, h, b))
-        if backend == "onnxruntime" and torch_row:
-            out[f"onnxruntime_vs_torch_fps_{w}x{h}_b{b}"] = round(row.fps / torch_row.fps, 2)
+        if backend in ("onnxruntime", "tensorrt") and torch_row:
+            out[f"{backend}_vs_torch_fps_{w}x{h}_b{b}"] = round(row.fps / torch_row.fps, 2)
         if (w, h) == (1024, 512) and model != "lraspp_mobilenet_v3_large":
             share = row.stage_p50_ms["postprocess"] / row.p50_ms
             out[f"postprocess_share_{backend}_{w}x{h}_b{b}"] = round(share, 3)

@@ -166,7 +166,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from seg_perception.benchmark import markdown_table, run_benchmark, write_json
 
     result = run_benchmark(args.model, backends=args.backends.split(","), sizes=args.sizes, batches=args.batches,
-                           warmup=args.warmup, calls=args.calls, device=args.device, baseline=not args.no_baseline)
+                           warmup=args.warmup, calls=args.calls, device=args.device, baseline=not args.no_baseline,
+                           trt_precision=args.trt_precision)
     result["command"] = shlex.join(["seg-perception", *args.argv])
     print()
     print(markdown_table(result))
@@ -290,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
     bench = sub.add_parser("bench", help="backends x sizes x batch, end to end with per-stage times")
     bench.add_argument("--model", type=Path, default=Path("models/demo"), help="checkpoint folder (models/demo)")
-    bench.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
+    bench.add_argument("--backends", default="torch,onnxruntime",
+                       help="comma-separated: torch, onnxruntime, tensorrt (GPU only)")
+    bench.add_argument("--trt-precision", choices=("fp16", "int8", "fp32"), default="fp16")
     bench.add_argument("--sizes", type=lambda t: [parse_size(v) for v in t.split(",")],
                        default=[(512, 256), (1024, 512), (2048, 1024)], help="WxH list (512x256,1024x512,2048x1024)")
     bench.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2, 4],
