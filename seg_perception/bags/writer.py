@@ -10,6 +10,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.writer import Connection
 
 from seg_perception.bags.typestore import project_typestore
+from seg_perception.ros_io.stamps import sec_nanosec
 
 Storage = Literal["mcap", "sqlite3"]
 STORAGE_PLUGINS: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -59,5 +60,6 @@ class BagWriter:
     def header(self, stamp_ns: int, frame_id: str) -> Any:
         """A std_msgs/Header of this typestore."""
         types = self.typestore.types
-        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        sec, nanosec = sec_nanosec(stamp_ns)
+        stamp = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
         return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)

@@ -44,6 +44,7 @@ from seg_perception.postprocess.roles import role_mapping_for
 from seg_perception.replay.report import REPORT_FORMAT, OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
+from seg_perception.ros_io.stamps import stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 LABEL_KINDS = ("semantic", "instance", "drivable", "lane")
@@ -387,7 +388,7 @@ class _BagReplay:
             return
         if camera in self.batch:
             self._flush()
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header.stamp)
         if self.folder_samples is not None:
             self.frame_index[(camera, stamp)] = index
         self.batch[camera] = CameraFrame(camera=camera, image=image, stamp_ns=stamp, frame_id=msg.header.frame_id,
@@ -401,7 +402,7 @@ class _BagReplay:
             self.acc.failures.append({"bag": str(self.path), "topic": connection.topic, "stamp_ns": log_ns,
                                       "error": f"label: {type(error).__name__}: {error}"})
             return
-        key = (camera, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        key = (camera, stamp_ns(msg.header.stamp))
         self.pending_labels[key][kind] = array
         self._score_if_complete(key)
 

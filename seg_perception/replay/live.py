@@ -46,6 +46,7 @@ from seg_perception.replay.evaluate import (
 from seg_perception.replay.report import OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import ROLE_OUTPUTS
+from seg_perception.ros_io.stamps import stamp_ns
 
 LIVE_DIR = "live"
 NODE_LOG = "node.log"
@@ -321,12 +322,8 @@ def _offset(path: Path) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------ scoring
 
 
-def _stamp_of(time_msg: Any) -> int:
-    return time_msg.sec * 1_000_000_000 + time_msg.nanosec
-
-
 def _stamp(msg: Any) -> int:
-    return _stamp_of(msg.header.stamp)
+    return stamp_ns(msg.header.stamp)
 
 
 Item = tuple[int, str, str, Any]  # (bag stamp ns, camera, part name, message)

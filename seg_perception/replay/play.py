@@ -25,6 +25,7 @@ from rosbags.typesys.store import Typestore
 
 from seg_perception.bags.reader import BagError, open_bag
 from seg_perception.bags.typestore import project_typestore
+from seg_perception.ros_io.stamps import sec_nanosec, stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -188,8 +189,7 @@ def _write_offsets(path: Path, offsets: list[dict[str, Any]]) -> None:
 def restamp_cdr(raw: bytes, msgtype: str, offset_ns: int, typestore: Typestore) -> bytes:
     """``raw`` with its header stamp moved by ``offset_ns``: deserialise, change, serialise."""
     msg = typestore.deserialize_cdr(raw, msgtype)
-    stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec + offset_ns
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec_nanosec(stamp_ns(msg.header.stamp) + offset_ns)
     return bytes(typestore.serialize_cdr(msg, msgtype))
 
 

@@ -39,6 +39,7 @@ from seg_perception.ros_io.params import (
     read_settings,
     settings_with_changes,
 )
+from seg_perception.ros_io.stamps import stamp_ns
 from seg_perception.ros_io.sync import StampSynchronizer
 
 NODE_NAME = "seg_perception_node"
@@ -64,10 +65,6 @@ def pipeline_settings(settings: NodeSettings) -> PipelineSettings:
 def _qos(reliability: str, depth: int) -> QoSProfile:
     policy = ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy)
-
-
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 class PerceptionNode(Node):
@@ -158,14 +155,14 @@ class PerceptionNode(Node):
 
         def received(image) -> None:
             self.stats.received(camera)  # counted on arrival, so unpaired images show as drops
-            synchroniser.add(0, image, _stamp_ns(image.header))
+            synchroniser.add(0, image, stamp_ns(image.header.stamp))
 
         synchroniser = StampSynchronizer(2, queue_size=10, on_discard=discarded,
                                          callback=lambda image, info: self._on_image(camera, image, counted=True))
         return [
             self.create_subscription(message_type, topic, received, qos),
             self.create_subscription(CameraInfo, info_topic,
-                                     lambda info: synchroniser.add(1, info, _stamp_ns(info.header)), qos),
+                                     lambda info: synchroniser.add(1, info, stamp_ns(info.header.stamp)), qos),
         ]
 
     # ------------------------------------------------------------------------------------------ callbacks
@@ -186,7 +183,7 @@ class PerceptionNode(Node):
         if image.shape[0] < 8 or image.shape[1] < 8:
             self.stats.drop(camera, "bad_frame", f"image of {image.shape[1]}x{image.shape[0]} px is too small")
             return
-        self.slots.put(CameraFrame(camera=camera, image=image, stamp_ns=_stamp_ns(msg.header),
+        self.slots.put(CameraFrame(camera=camera, image=image, stamp_ns=stamp_ns(msg.header.stamp),
                                    frame_id=msg.header.frame_id, receive_ns=receive_ns, header=msg.header))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:

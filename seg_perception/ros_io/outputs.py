@@ -16,6 +16,7 @@ import numpy as np
 from seg_perception.datasets.labels import PALETTE
 from seg_perception.pipeline.pipeline import FrameResult
 from seg_perception.ros_io.image_codec import to_image_msg
+from seg_perception.ros_io.stamps import sec_nanosec
 
 OUTPUT_NAMES = ("drivable_area", "lane_markings", "obstacles", "instances", "semantic", "obstacle_list", "latency",
                 "overlay")
@@ -116,9 +117,10 @@ def latency_msg(result: FrameResult, header: Any, times: LatencyTimes, backend: 
     stamp = result.frame.stamp_ns
     stages = result.timings_ms
     received = times.receive_ns or stamp
+    received_sec, received_nanosec = sec_nanosec(received)
     return types.latency(
         header=header,
-        receive_stamp=types.time(sec=received // 1_000_000_000, nanosec=received % 1_000_000_000),
+        receive_stamp=types.time(sec=received_sec, nanosec=received_nanosec),
         receive_ms=(received - stamp) / 1e6, queue_ms=(times.picked_ns - received) / 1e6,
         preprocess_ms=stages.get("preprocess", 0.0), inference_ms=stages.get("inference", 0.0),
         postprocess_ms=stages.get("postprocess", 0.0), smoothing_ms=stages.get("smoothing", 0.0),
