@@ -61,9 +61,9 @@ def run_demo(out: Path, *, model: Path | None = None) -> int:
     import shutil
     import time
 
-    from seg_perception.replay.command import pipeline_settings_from_params, summary
+    from seg_perception.replay.command import finish_report, pipeline_settings_from_params, summary
     from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
-    from seg_perception.replay.report import OverlayVideo, write_report
+    from seg_perception.replay.report import OverlayVideo
     from seg_perception.ros_io.node import resolve_model_path
 
     started = time.perf_counter()
@@ -91,13 +91,7 @@ def run_demo(out: Path, *, model: Path | None = None) -> int:
     video = OverlayVideo(report_dir / "overlay.mp4", fps=DEMO_DRIVE["fps"])
     command = ["seg-perception", "eval", str(bag), "--model", str(model), "--out", str(report_dir), "--video"]
     report, acc = evaluate_bags([bag], config, command=command, video=video)
-    try:
-        if video.close() is not None:
-            report["outputs"]["video"] = "overlay.mp4"
-    except RuntimeError as error:  # no video codec here: the report matters more than the video
-        print(f"warning: no overlay video: {error}")
-    report["outputs"].update(write_report(report_dir, report, latency_samples=dict(acc.latency_ms),
-                                          tc_series=dict(acc.tc_series), overlays=acc.overlays))
+    finish_report(report_dir, report, acc, video)
     print()
     print(summary(report, report_dir))
     print(f"output bag (open it in Foxglove next to the input): {report['bags'][0]['output_bag']}")

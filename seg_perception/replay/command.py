@@ -61,7 +61,7 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
     from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
-    from seg_perception.replay.report import OverlayVideo, write_report
+    from seg_perception.replay.report import OverlayVideo
 
     if args.live:
         # One node per bag, fed in real time: sharding, offline videos and frame limits do not apply.
@@ -95,11 +95,21 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(1) from error
     else:
         report, acc = evaluate_bags(args.bags, config, workers=args.workers, command=command, video=video)
-    if video is not None and video.close() is not None:
-        report["outputs"]["video"] = "overlay.mp4"
-    outputs = write_report(out, report, latency_samples=dict(acc.latency_ms), tc_series=dict(acc.tc_series),
-                           overlays=acc.overlays)
-    report["outputs"].update(outputs)
+    return finish_report(out, report, acc, video)
+
+
+def finish_report(out: Path, report: dict[str, Any], acc: Any, video: Any = None) -> dict[str, Any]:
+    """Close the overlay video (if any) and write report.json, report.md and the plots into ``out``."""
+    from seg_perception.replay.report import write_report
+
+    if video is not None:
+        try:
+            if video.close() is not None:
+                report["outputs"]["video"] = video.path.name
+        except RuntimeError as error:  # no video codec here: the report matters more than the video
+            print(f"warning: no overlay video: {error}", file=sys.stderr)
+    report["outputs"].update(write_report(out, report, latency_samples=dict(acc.latency_ms),
+                                          tc_series=dict(acc.tc_series), overlays=acc.overlays))
     return report
 
 
