@@ -188,3 +188,19 @@ def test_labels_from_a_cityscapes_folder_matched_by_name(drive: Path, tmp_path: 
     other_sequence, _ = evaluate_bags([drive], _config(None, temporal_consistency=False,
                                                         label_folder=(folder, "val", 5)))
     assert other_sequence["frames"]["labelled"] == 0 and other_sequence["metrics"] is None
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--video", "--workers", "2"], "--video needs one process"),
+    (["--live", "--workers", "2", "--video"], "--workers, --video cannot be combined with --live"),
+    (["--rate", "2"], "--rate sets the playback speed of --live"),
+])
+def test_eval_refuses_flag_combinations_it_cannot_honour(flags: list[str], message: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before anything runs, instead of silently dropping one of the asked-for outputs."""
+    from seg_perception.cli import main
+
+    out = tmp_path / "report"
+    assert main(["eval", str(tmp_path / "any.mcap"), "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -48,7 +48,7 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel processes (default 1)")
     parser.add_argument("--no-output-bag", action="store_true", help="skip writing output bags")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage")
-    parser.add_argument("--video", action="store_true", help="also write overlay.mp4 (single process only)")
+    parser.add_argument("--video", action="store_true", help="also write overlay.mp4 (one process: not with --workers)")
     parser.add_argument("--video-fps", type=float, default=10.0)
     parser.add_argument("--no-tc", action="store_true", help="skip temporal consistency (optical flow)")
     parser.add_argument("--max-frames", type=int, default=0, help="per bag (0: all)")
@@ -71,6 +71,9 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{', '.join(conflicts)} cannot be combined with --live")
     elif args.rate != 1.0:
         raise ValueError("--rate sets the playback speed of --live; offline replay runs as fast as it can")
+    elif args.video and args.workers > 1:
+        # Frames from parallel workers arrive unordered and in other processes: no single video to write.
+        raise ValueError("--video needs one process; drop --workers or run the video separately")
     settings, _ = pipeline_settings_from_params(args.params)
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
@@ -82,7 +85,7 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
         cameras=tuple(c for c in args.cameras.split(",") if c), output_dir=None if args.no_output_bag else out,
         storage=args.storage, temporal_consistency=not args.no_tc, max_frames=args.max_frames,
         label_folder=args.labels)
-    video = OverlayVideo(out / "overlay.mp4", fps=args.video_fps) if args.video and args.workers <= 1 else None
+    video = OverlayVideo(out / "overlay.mp4", fps=args.video_fps) if args.video else None
     command = ["seg-perception", *args.argv]
     if args.live:
         from seg_perception.replay.live import evaluate_live
