@@ -292,3 +292,24 @@ def test_init_weights_starts_from_a_checkpoint_and_refuses_a_mismatch(checkpoint
     other = build_model(arch="bisenetv2", num_classes=labels.NUM_CLASSES)
     with pytest.raises(WeightsError, match="cannot initialise a bisenetv2"):
         _initialise_from(other, checkpoint)
+
+
+def test_fine_tuned_card_records_the_stage_it_started_from(checkpoint: Path, checkpoint_data: Path,
+                                                           tmp_path: Path) -> None:
+    """Each stage's card carries the previous stages' recipes, so the whole lineage can be re-run."""
+    first = load_card(checkpoint)
+
+    def stage(init: Path, out: Path) -> TrainConfig:
+        return TrainConfig(train_data=(f"synthetic:{checkpoint_data}:train",), out=str(out), input_size=(128, 64),
+                           crop_size=(96, 48), batch_size=2, epochs=1, max_iterations=1, workers=0,
+                           command=f"from {init}", init_weights=str(init))
+
+    second_dir = train(stage(checkpoint, tmp_path / "second"), show_progress=False)
+    third_dir = train(stage(second_dir, tmp_path / "third"), show_progress=False)
+    second, third = load_card(second_dir), load_card(third_dir)
+    assert second.training["previous_stage"]["command"] == first.training["command"] == "test"
+    assert second.training["previous_stage"]["weights_sha256"] == first.weights_sha256
+    assert third.training["previous_stage"]["command"] == f"from {checkpoint}"
+    assert third.training["previous_stage"]["weights_sha256"] == second.weights_sha256
+    assert third.training["previous_stage"]["previous_stage"] == second.training["previous_stage"]
+    assert "previous_stage" not in first.training

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from seg_perception.datasets import labels
 from seg_perception.evaluation.dataset_eval import EvalSettings, evaluate_model
-from seg_perception.models.card import CARD_FILE, WEIGHTS_FILE, ClassEntry, ModelCard, save_card, sha256_of
+from seg_perception.models.card import CARD_FILE, WEIGHTS_FILE, ClassEntry, ModelCard, load_card, save_card, sha256_of
 from seg_perception.models.factory import build_model
 from seg_perception.models.weights import save_weights
 from seg_perception.postprocess.panoptic import PanopticConfig
@@ -75,19 +75,29 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
 
 
 def _card(config: TrainConfig, *, roles: dict, weights: Path, metrics: dict, duration_s: float,
-          iterations: int) -> ModelCard:
+          iterations: int, init_card: ModelCard | None = None) -> ModelCard:
+    training = {"command": config.command, "data": list(config.train_data), "val_data": list(config.val_data),
+                "recipe": {k: v for k, v in asdict(config).items() if k not in ("command", "out")},
+                "iterations": iterations, "duration_s": round(duration_s, 1), "roles": roles,
+                "torch": torch.__version__}
+    if init_card is not None:
+        training["previous_stage"] = previous_stage(init_card)
     return ModelCard(
         arch=config.arch, instance_head=True,
         classes=tuple(ClassEntry(c.train_id, c.name, c.is_thing) for c in labels.CLASSES),
         input_width=config.input_size[0], input_height=config.input_size[1], mean=IMAGENET_MEAN, std=IMAGENET_STD,
         weights_file=weights.name, weights_sha256=sha256_of(weights),
         weights_dtype="float16" if config.fp16_weights else "float32",
-        training={"command": config.command, "data": list(config.train_data), "val_data": list(config.val_data),
-                  "recipe": {k: v for k, v in asdict(config).items() if k not in ("command", "out")},
-                  "iterations": iterations, "duration_s": round(duration_s, 1), "roles": roles,
-                  "torch": torch.__version__},
+        training=training,
         metrics=metrics,
     )
+
+
+def previous_stage(init_card: ModelCard) -> dict:
+    """What a fine-tuned card records of the checkpoint it started from: that checkpoint's own training (with
+    its previous stages, so the whole lineage can be re-run) and its weights hash and input size."""
+    return {**init_card.training, "weights_sha256": init_card.weights_sha256,
+            "input_size": list(init_card.input_size)}
 
 
 def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> Path:
@@ -129,8 +139,11 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                           lane_class=labels.LANE_MARKING, ohem_min_kept=max(1, config.batch_size * crop_pixels // 16))
 
     start_epoch, iteration, history = 0, 0, []
-    if config.init_weights and not resume:
-        _initialise_from(net, Path(config.init_weights))
+    init_card = None
+    if config.init_weights:
+        init_card = load_card(Path(config.init_weights))
+        if not resume:
+            _initialise_from(net, Path(config.init_weights))
     if resume:
         state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
         net.load_state_dict(state["model"], strict=True)
@@ -205,7 +218,8 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                   + (f", val mIoU {summary.get('miou')}" if summary else ""), flush=True)
 
     if rank == 0:
-        _export(net, config, history, roles=roles, duration_s=time.perf_counter() - started, iterations=iteration)
+        _export(net, config, history, roles=roles, duration_s=time.perf_counter() - started, iterations=iteration,
+                init_card=init_card)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -246,7 +260,7 @@ class _DeployView:
 
 
 def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, roles: dict, duration_s: float,
-            iterations: int) -> None:
+            iterations: int, init_card: ModelCard | None) -> None:
     """The product's checkpoint: deploy-mode weights (no aux heads) and the model card."""
     out = Path(config.out)
     deploy = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES, deploy=True)
@@ -260,5 +274,5 @@ def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, roles: 
         metrics["validation_during_training"] = {"data": list(config.val_data), "values": last_val,
                                                  "note": "fp32 weights at the end of training"}
     save_card(_card(config, roles=roles, weights=weights, metrics=metrics, duration_s=duration_s,
-                    iterations=iterations), out / CARD_FILE)
+                    iterations=iterations, init_card=init_card), out / CARD_FILE)
     print(f"wrote {weights} and {out / CARD_FILE}", flush=True)
