@@ -61,6 +61,7 @@ def run_demo(out: Path, *, model: Path | None = None) -> int:
     import shutil
     import time
 
+    from seg_perception.inference.factory import BackendRequest
     from seg_perception.replay.command import finish_report, pipeline_settings_from_params, summary
     from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
     from seg_perception.replay.report import OverlayVideo
@@ -87,7 +88,8 @@ def run_demo(out: Path, *, model: Path | None = None) -> int:
         shutil.rmtree(report_dir)  # the demo's own output from a previous run
     report_dir.mkdir(parents=True)
     settings, _ = pipeline_settings_from_params(None)
-    config = ReplayConfig(model_path=model, backend="onnxruntime", pipeline=settings, output_dir=report_dir)
+    config = ReplayConfig(model=BackendRequest(model_path=model, backend="onnxruntime"), pipeline=settings,
+                          output_dir=report_dir)
     video = OverlayVideo(report_dir / "overlay.mp4", fps=DEMO_DRIVE["fps"])
     command = ["seg-perception", "eval", str(bag), "--model", str(model), "--out", str(report_dir), "--video"]
     report, acc = evaluate_bags([bag], config, command=command, video=video)

@@ -45,7 +45,7 @@ def drive(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(out: Path | None, **changes) -> ReplayConfig:
-    return ReplayConfig(model_path=DEMO, output_dir=out, show_progress=False, **changes)
+    return ReplayConfig(model=BackendRequest(model_path=DEMO), output_dir=out, show_progress=False, **changes)
 
 
 def _reference_miou() -> float:

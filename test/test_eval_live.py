@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from seg_perception.datasets.synthetic import bag_path, write_synthetic
+from seg_perception.inference.factory import BackendRequest
 from seg_perception.replay.command import pipeline_settings_from_params
 from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
 from seg_perception.replay.live import evaluate_live
@@ -43,8 +44,9 @@ def test_live_eval_scores_the_running_node_like_the_offline_replay(tmp_path: Pat
     bag = bag_path(tmp_path / "synth", 0)
     params = _params(tmp_path)
     settings, _ = pipeline_settings_from_params(params)  # offline and live smooth alike
-    config = ReplayConfig(model_path=DEMO, pipeline=settings, output_dir=tmp_path / "live_out", show_progress=False)
-    offline, _ = evaluate_bags([bag], ReplayConfig(model_path=DEMO, pipeline=settings, show_progress=False))
+    model = BackendRequest(model_path=DEMO)
+    config = ReplayConfig(model=model, pipeline=settings, output_dir=tmp_path / "live_out", show_progress=False)
+    offline, _ = evaluate_bags([bag], ReplayConfig(model=model, pipeline=settings, show_progress=False))
 
     # evaluate_live stops node, recorder and player itself; the conftest fails the session if one is left.
     report, acc = evaluate_live([bag], config, params=params, out=tmp_path / "live_out", command=["test"])

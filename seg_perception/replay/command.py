@@ -60,6 +60,7 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from seg_perception.inference.factory import BackendRequest
     from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
     from seg_perception.replay.report import OverlayVideo
 
@@ -79,9 +80,10 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
+    model = BackendRequest(model_path=args.model, backend=args.backend, precision=args.precision,
+                           device="cpu" if args.device == "auto" else args.device, intra_op_threads=args.threads)
     config = ReplayConfig(
-        model_path=args.model, backend=args.backend, precision=args.precision,
-        device="cpu" if args.device == "auto" else args.device, intra_op_threads=args.threads, pipeline=settings,
+        model=model, pipeline=settings,
         cameras=tuple(c for c in args.cameras.split(",") if c), output_dir=None if args.no_output_bag else out,
         storage=args.storage, temporal_consistency=not args.no_tc, max_frames=args.max_frames,
         label_folder=args.labels)

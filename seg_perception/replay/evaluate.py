@@ -18,7 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -55,12 +55,7 @@ STREAM_BREAKS = ("stamp_backwards", "stamp_gap", "size_changed")  # a new stream
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    model_path: Path
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    device: str = "cpu"
-    input_size: tuple[int, int] | None = None
-    intra_op_threads: int = 0
+    model: BackendRequest  # the checkpoint or .onnx and how to run it, exactly as the node would open it
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     cameras: tuple[str, ...] = ()  # image topics to use; empty: every image topic that is not a label
     # Labels in a Cityscapes folder instead of label topics: (root, split, sequence). The k-th image of camera
@@ -523,17 +518,14 @@ def _storage(path: Path) -> str:
 
 
 def _open(config: ReplayConfig, threads: int):
-    request = BackendRequest(model_path=config.model_path, backend=config.backend, precision=config.precision,
-                             device=config.device, input_size=config.input_size, intra_op_threads=threads,
-                             max_batch=4)
-    return open_backend(request)
+    return open_backend(replace(config.model, intra_op_threads=threads))
 
 
 def evaluate_bag(path: Path, config: ReplayConfig, *, backend=None, card: ModelCard | None = None,
                  video: Any = None) -> EvalAccumulator:
     """One bag; opens the backend itself unless given one (e.g. from a Ray task, a worker process)."""
     if backend is None or card is None:
-        backend, card = _open(config, config.intra_op_threads)
+        backend, card = _open(config, config.model.intra_op_threads)
     acc = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
     _BagReplay(Path(path), config, backend, card, acc, video).run()
     return acc
@@ -551,14 +543,14 @@ def evaluate_bags(paths: Sequence[Path], config: ReplayConfig, *, workers: int =
     if not paths:
         raise BagError("no bag given")
     started = time.perf_counter()
-    backend, card = _open(config, config.intra_op_threads)
+    backend, card = _open(config, config.model.intra_op_threads)
     if workers <= 1 or len(paths) == 1:
         total = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
         for path in paths:
             total.merge(evaluate_bag(Path(path), config, backend=backend, card=card, video=video))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        quiet = ReplayConfig(**{**asdict_shallow(config), "show_progress": False})
+        quiet = replace(config, show_progress=False)
         # spawn, not fork: ONNX Runtime and torch thread pools do not survive a fork
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             parts = list(pool.map(_worker, [(Path(p), quiet, threads) for p in paths]))
@@ -567,10 +559,6 @@ def evaluate_bags(paths: Sequence[Path], config: ReplayConfig, *, workers: int =
             total.merge(part)
         progress(f"{len(paths)} bags on {workers} processes")
     wall_s = time.perf_counter() - started
-    report = total.report(card=card, model_path=config.model_path, backend=backend.name, pipeline=config.pipeline,
+    report = total.report(card=card, model_path=config.model.model_path, backend=backend.name, pipeline=config.pipeline,
                           command=command, wall_s=wall_s)
     return report, total
-
-
-def asdict_shallow(config: ReplayConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}

@@ -191,7 +191,7 @@ def _model_path(config: ReplayConfig) -> Path:
     from seg_perception.ros_io.node import resolve_model_path
 
     # As the node resolves it (here, then the package share), made absolute: the node gets no other choice.
-    return resolve_model_path(str(config.model_path)).resolve()
+    return resolve_model_path(str(config.model.model_path)).resolve()
 
 
 def _card(model_path: Path) -> ModelCard:
@@ -212,11 +212,14 @@ def write_node_params(params: Path | None, plan: _BagPlan, config: ReplayConfig,
     from seg_perception.ros_io.params import PARAMS_FILE, load_param_file
 
     nested = load_param_file(params or config_file(PARAMS_FILE))  # validated: a bad file is named now
-    nested.update(cameras=list(plan.cameras), model_path=str(model_path), backend=config.backend,
-                  precision=config.precision, device=config.device, intra_op_threads=config.intra_op_threads,
+    request = config.model
+    nested.update(cameras=list(plan.cameras), model_path=str(model_path), backend=request.backend,
+                  precision=request.precision, device=request.device, intra_op_threads=request.intra_op_threads,
                   input_transport="compressed" if plan.compressed else "raw")
-    if config.input_size is not None:
-        nested["input_width"], nested["input_height"] = config.input_size
+    if request.input_size is not None:
+        nested["input_width"], nested["input_height"] = request.input_size
+    if request.engine_cache_dir is not None:
+        nested["engine_cache_dir"] = str(request.engine_cache_dir)
     if config.roles_config is not None:
         nested["roles_config"] = str(config.roles_config)
     if nested.get("sync_camera_info"):
@@ -504,7 +507,7 @@ def evaluate_live(bags: Sequence[Path], config: ReplayConfig, *, params: Path | 
         if acc.frames["processed"] == processed_before:
             print(f"seg-perception eval --live: the node answered no frame of {path}; see {live / NODE_LOG}",
                   file=sys.stderr)
-    report = acc.report(card=card, model_path=config.model_path, backend=backend or config.backend,
+    report = acc.report(card=card, model_path=config.model.model_path, backend=backend or config.model.backend,
                         pipeline=config.pipeline, command=command, wall_s=acc.wall_s)
     published, answered = acc.frames["received"], acc.frames["processed"]
     report["frames"]["dropped"] = published - answered
