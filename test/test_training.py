@@ -313,3 +313,22 @@ def test_fine_tuned_card_records_the_stage_it_started_from(checkpoint: Path, che
     assert third.training["previous_stage"]["weights_sha256"] == second.weights_sha256
     assert third.training["previous_stage"]["previous_stage"] == second.training["previous_stage"]
     assert "previous_stage" not in first.training
+
+
+def test_a_non_finite_loss_stops_training_before_anything_is_saved(checkpoint_data: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from seg_perception.training import trainer
+
+    real_loss = trainer.panoptic_loss
+
+    def poisoned(outputs, batch, weights):
+        terms = real_loss(outputs, batch, weights)
+        return {**terms, "total": terms["total"] * float("nan")}
+
+    monkeypatch.setattr(trainer, "panoptic_loss", poisoned)
+    out = tmp_path / "nan"
+    config = TrainConfig(train_data=(f"synthetic:{checkpoint_data}:train",), out=str(out), input_size=(128, 64),
+                         crop_size=(96, 48), batch_size=2, epochs=1, max_iterations=2, workers=0, command="test")
+    with pytest.raises(FloatingPointError, match="loss became nan by iteration 1"):
+        train(config, show_progress=False)
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.safetensors").exists()

@@ -8,6 +8,7 @@ every epoch, DDP when started by ``torchrun`` (one process per GPU). The result 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from seg_perception.training.losses import LossWeights, panoptic_loss
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "train_log.jsonl"
+PROGRESS_EVERY = 10  # iterations between progress updates (each reads the loss back from the device)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,14 @@ def _distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _mean_loss(sums: dict[str, torch.Tensor], batches: int, iteration: int) -> float:
+    """The epoch's running mean loss; checked every few steps, not every step: a NaN stays in the sum."""
+    mean = float(sums["total"]) / batches
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"loss became {mean} by iteration {iteration}; lower --lr or check the data")
+    return mean
 
 
 def _device(config: TrainConfig, local_rank: int) -> torch.device:
@@ -167,7 +177,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         dataset.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device: reading a loss back every step stalls a GPU
         seen, batches, epoch_start = 0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not show_progress or rank != 0)
@@ -182,9 +192,6 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
                 outputs = model(batch["image"])
             terms = panoptic_loss({k: (v.float() if torch.is_tensor(v) else [a.float() for a in v])
                                    for k, v in outputs.items()}, batch, weights)
-            if not torch.isfinite(terms["total"]):
-                raise FloatingPointError(f"loss is {terms['total'].item()} at iteration {iteration}; "
-                                         "lower --lr or check the data")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
             scaler.step(optimizer)
@@ -193,12 +200,15 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
             batches += 1
             seen += batch["image"].shape[0] * world
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{sums['total'] / batches:.3f}", lr=f"{lr:.2e}",
-                            img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}")
+                sums[name] = sums.get(name, 0.0) + value.detach().float()
+            if batches % PROGRESS_EVERY == 1:
+                bar.set_postfix(loss=f"{_mean_loss(sums, batches, iteration):.3f}", lr=f"{lr:.2e}",
+                                img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}")
+        if batches:
+            _mean_loss(sums, batches, iteration)  # never log or save an epoch that went non-finite
         epoch += 1
         record = {"epoch": epoch, "iteration": iteration, "lr": lr,
-                  "loss": {k: round(v / max(1, batches), 5) for k, v in sums.items()},
+                  "loss": {k: round(float(v) / max(1, batches), 5) for k, v in sums.items()},
                   "images_per_s": round(seen / (time.perf_counter() - epoch_start), 2)}
         if rank == 0 and val_refs:
             net.eval()
