@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from _ros_node import ros_node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -41,26 +41,24 @@ def main() -> None:
     steps = list(render_sequence(seed=args.seed, sequence=0, num_frames=max(args.frames, 1), width=width,
                                  height=height, cameras=tuple(cameras)))
 
-    rclpy.init()
-    node = rclpy.create_node("test_synth_publisher")
-    publishers = {c: node.create_publisher(Image, f"{args.prefix}/{c}/image_raw", qos_profile_sensor_data)
-                  for c in cameras}
-    deadline = time.monotonic() + args.wait_subscribers
-    while any(p.get_subscription_count() == 0 for p in publishers.values()) and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    print("publisher ready", flush=True)
+    with ros_node("test_synth_publisher") as node:
+        publishers = {c: node.create_publisher(Image, f"{args.prefix}/{c}/image_raw", qos_profile_sensor_data)
+                      for c in cameras}
+        deadline = time.monotonic() + args.wait_subscribers
+        while any(p.get_subscription_count() == 0 for p in publishers.values()) and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        print("publisher ready", flush=True)
 
-    def publish(camera: str, image: np.ndarray, index: int, phase: str, encoding: str = "rgb8") -> None:
-        msg = Image(height=image.shape[0], width=image.shape[1], encoding=encoding, is_bigendian=0,
-                    step=image.shape[1] * 3)
-        msg.header.stamp = node.get_clock().now().to_msg()
-        msg.header.frame_id = f"{camera}_optical_frame"
-        msg.data = np.ascontiguousarray(image).tobytes()
-        publishers[camera].publish(msg)
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        print(f"frame {camera} {stamp} {index} {phase}", flush=True)
+        def publish(camera: str, image: np.ndarray, index: int, phase: str, encoding: str = "rgb8") -> None:
+            msg = Image(height=image.shape[0], width=image.shape[1], encoding=encoding, is_bigendian=0,
+                        step=image.shape[1] * 3)
+            msg.header.stamp = node.get_clock().now().to_msg()
+            msg.header.frame_id = f"{camera}_optical_frame"
+            msg.data = np.ascontiguousarray(image).tobytes()
+            publishers[camera].publish(msg)
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            print(f"frame {camera} {stamp} {index} {phase}", flush=True)
 
-    try:
         schedule = [("steady", i % len(steps), args.rate) for i in range(args.frames)]
         schedule += [("burst", i % len(steps), args.burst_rate) for i in range(args.burst_frames)]
         for phase, index, rate in schedule:
@@ -74,12 +72,6 @@ def main() -> None:
             time.sleep(0.2)
         print("publisher done", flush=True)
         rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
 
 if __name__ == "__main__":
     main()
