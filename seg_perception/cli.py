@@ -119,13 +119,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, card = load_checkpoint(args.model, device=device)
     roles = role_mapping_for(card.class_names, card.thing_ids, args.classes)
-    settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=card.input_size,
+    input_size = args.input_size or card.input_size
+    settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=input_size,
                             mean=card.mean, std=card.std, roles=roles,
-                            panoptic=PanopticConfig.for_input(card.thing_ids, card.input_size))
+                            panoptic=PanopticConfig.for_input(card.thing_ids, input_size))
     refs = [ref for spec in args.dataset for ref in parse_data_spec(spec)]
     result = evaluate_model(model, refs, settings, device=device, batch_size=args.batch_size)
     result["model"] = str(args.model)
     result["data"] = list(args.dataset)
+    result["input_size"] = list(input_size)
     if args.record:
         from dataclasses import replace
 
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this file")
     evaluate.add_argument("--record", metavar="NAME",
                           help="store the metrics, data and this command in the model card under metrics.NAME")
+    evaluate.add_argument("--input-size", type=parse_size,
+                          help="model input WxH (default: input_width/height of --params when set, else the card's)")
     from seg_perception.replay.command import add_bag_arguments
 
     add_bag_arguments(evaluate)

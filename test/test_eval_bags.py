@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from seg_perception.bags.reader import BagError, read_messages
 from seg_perception.bags.writer import BagWriter
@@ -204,3 +205,22 @@ def test_eval_refuses_flag_combinations_it_cannot_honour(flags: list[str], messa
     assert main(["eval", str(tmp_path / "any.mcap"), "--out", str(out), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_eval_runs_the_model_at_the_input_size_the_node_would(drive: Path, tmp_path: Path) -> None:
+    """The parameter file's input size applies offline as it does in the node; --input-size overrides both."""
+    if "sqlite3" in str(drive.parent):
+        pytest.skip("the input size does not depend on the storage")
+    from seg_perception.cli import main
+
+    shipped = yaml.safe_load((REPO / "config" / "perception.param.yaml").read_text())
+    shipped["/**"]["ros__parameters"].update(input_width=256, input_height=128)
+    params = tmp_path / "small.param.yaml"
+    params.write_text(yaml.safe_dump(shipped))
+    fast = ["--no-output-bag", "--no-tc", "--max-frames", "1"]
+    for name, flags, expected in (("params", ["--params", str(params)], [256, 128]),
+                                  ("both", ["--params", str(params), "--input-size", "384x192"], [384, 192]),
+                                  ("card", [], list(load_card(DEMO).input_size))):
+        out = tmp_path / name
+        assert main(["eval", str(drive), "--model", str(DEMO), "--out", str(out), *fast, *flags]) == 0
+        assert json.loads((out / "report.json").read_text())["model"]["input_size"] == expected, name

@@ -276,6 +276,11 @@ def test_eval_records_metrics_with_data_and_command_in_the_card(checkpoint: Path
     assert recorded["data"] == [val_spec]
     assert recorded["command"].startswith("seg-perception eval --model") and "--record heldout" in recorded["command"]
     assert recorded["values"]["miou"] == json.loads((tmp_path / "m.json").read_text())["miou"]
+    assert recorded["values"]["input_size"] == list(card.input_size)
+    # At another input size (the node's input_width/height), recorded as such.
+    assert main(["eval", "--model", str(model), "--dataset", val_spec, "--input-size", "64x32",
+                 "--json", str(tmp_path / "small.json")]) == 0
+    assert json.loads((tmp_path / "small.json").read_text())["input_size"] == [64, 32]
     assert load_card(model).weights_sha256 == card.weights_sha256
     load_checkpoint(model)  # still loads: recording metrics never touches the weights
 

@@ -36,7 +36,7 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bags", nargs="*", type=Path, metavar="BAG",
                         help="ROS 2 bags (mcap or sqlite3) to replay through the node's pipeline")
     parser.add_argument("--params", type=Path,
-                        help="node parameter file for smoothing, tracking and output resolution (default: shipped)")
+                        help="node parameter file: smoothing, tracking, output and input size (default: shipped)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--cameras", default="", help="comma-separated camera names or image topics (default: all)")
@@ -75,13 +75,17 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
     elif args.video and args.workers > 1:
         # Frames from parallel workers arrive unordered and in other processes: no single video to write.
         raise ValueError("--video needs one process; drop --workers or run the video separately")
-    settings, _ = pipeline_settings_from_params(args.params)
+    settings, params = pipeline_settings_from_params(args.params)
+    # As the node would run: --input-size, else the parameter file's size, else (None) the card's.
+    input_size = args.input_size or ((params["input_width"], params["input_height"])
+                                     if params.get("input_width") and params.get("input_height") else None)
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     model = BackendRequest(model_path=args.model, backend=args.backend, precision=args.precision,
-                           device="cpu" if args.device == "auto" else args.device, intra_op_threads=args.threads)
+                           device="cpu" if args.device == "auto" else args.device, intra_op_threads=args.threads,
+                           input_size=input_size)
     config = ReplayConfig(
         model=model, pipeline=settings,
         cameras=tuple(c for c in args.cameras.split(",") if c), output_dir=None if args.no_output_bag else out,
