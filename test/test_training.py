@@ -177,6 +177,10 @@ def test_two_iteration_training_writes_a_loadable_checkpoint(checkpoint: Path) -
     assert card.training["iterations"] == 2 and card.training["command"] == "test"
     values = card.metrics["validation_during_training"]["values"]
     assert values["images"] == 2 and 0.0 <= values["miou"] <= 1.0 and "pq" in values
+    things = [v["pq"] for name, v in values["pq_per_class"].items()
+              if labels.CLASS_NAMES.index(name) in labels.THING_TRAIN_IDS]
+    assert len(things) == values["pq"]["things"]["n"]
+    assert values["pq"]["things"]["pq"] == pytest.approx(np.mean(things), abs=1e-5)
     log = [json.loads(line) for line in (checkpoint / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["iteration"] == 2 and np.isfinite(log[0]["loss"]["total"])
     model, loaded = load_checkpoint(checkpoint)

@@ -100,6 +100,11 @@ def evaluate_model(
     if pq is not None:
         result["pq"] = {group: {k: _finite(v) if k != "n" else v for k, v in pq[group].items()}
                         for group in ("all", "things", "stuff")}
+        # Per class, with the matched / unmatched segment counts that explain a low RQ.
+        result["pq_per_class"] = {
+            c["name"]: {"pq": _finite(c["pq"]), "sq": _finite(c["sq"]), "rq": _finite(c["rq"]),
+                        "tp": c["tp"], "fp": c["fp"], "fn": c["fn"]}
+            for c in pq["per_class"].values() if c["tp"] + c["fp"] + c["fn"] > 0}
     if annotated["drivable"]:
         result["drivable_iou"] = _finite(drivable_iou.compute().iou)
     if annotated["lane"]:
