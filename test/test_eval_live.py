@@ -20,14 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "models" / "demo"
 CAMERAS = ("front", "rear")
 # Under a training job on 2 cores the node needs 0.45-0.65 s per batch of two 512x256 frames (measured);
-# 1.5 frames/s lets it keep up, so the answered share tests scoring, not the machine's load.
+# 1.5 frames/s lets it keep up, so the answered share tests scoring, not the machine's load. The model runs at
+# the frames' own size (not the card's), offline and live alike, for the same reason.
 FRAMES, SIZE, FPS, SEED = 6, (512, 256), 1.5, 4242
 
 
 def _params(tmp_path: Path) -> Path:
-    """Shipped parameters, with smoothing kept across 1.5 frames/s (and one drop), frames waiting a batch kept."""
+    """Shipped parameters, with smoothing kept across 1.5 frames/s (and one drop), frames waiting a batch kept,
+    and the model at the frames' size."""
     shipped = yaml.safe_load((REPO / "config" / "perception.param.yaml").read_text())
     params = shipped["/**"]["ros__parameters"]
+    params["input_width"], params["input_height"] = SIZE
     params["smoothing"]["max_gap_s"] = 2.0
     params["max_frame_age_s"] = 2.0
     path = tmp_path / "params.yaml"
@@ -44,7 +47,7 @@ def test_live_eval_scores_the_running_node_like_the_offline_replay(tmp_path: Pat
     bag = bag_path(tmp_path / "synth", 0)
     params = _params(tmp_path)
     settings, _ = pipeline_settings_from_params(params)  # offline and live smooth alike
-    model = BackendRequest(model_path=DEMO)
+    model = BackendRequest(model_path=DEMO, input_size=SIZE)
     config = ReplayConfig(model=model, pipeline=settings, output_dir=tmp_path / "live_out", show_progress=False)
     offline, _ = evaluate_bags([bag], ReplayConfig(model=model, pipeline=settings, show_progress=False))
 
