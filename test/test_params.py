@@ -260,6 +260,9 @@ def test_settings_round_trip_and_mirror_the_schema() -> None:
     assert list(flatten(settings.to_nested())) == list(parameter_specs())
     assert settings.cameras == ("front", "rear")
     assert settings.smoothing.label_prior == 0.75 and settings.qos.output_depth == 5
+    assert settings.input_size is None  # 0 x 0: the model card's size
+    sized = NodeSettings.from_nested({**nested, "input_width": 1024, "input_height": 512})
+    assert sized.input_size == (1024, 512)
     assert isinstance(settings.latency_budget_ms, float)
     hash(settings)  # frozen all the way down: safe to share with the worker thread
 

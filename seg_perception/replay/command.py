@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seg_perception.pipeline.pipeline import PipelineSettings
 from seg_perception.ros_io.environment import config_file
 
+if TYPE_CHECKING:
+    from seg_perception.ros_io.params import NodeSettings
 
-def pipeline_settings_from_params(path: Path | None) -> tuple[PipelineSettings, dict[str, Any]]:
-    """The node's pipeline settings from a node parameter file (default: the shipped one), so eval == node."""
+
+def pipeline_settings_from_params(path: Path | None) -> tuple[PipelineSettings, NodeSettings]:
+    """The node's pipeline settings from a node parameter file (default: the shipped one), so eval == node;
+    and all the node's settings from it."""
     from seg_perception.ros_io.node import pipeline_settings
     from seg_perception.ros_io.params import PARAMS_FILE, NodeSettings, load_param_file
 
     nested = load_param_file(path or config_file(PARAMS_FILE))
     settings = NodeSettings.from_nested(nested, str(path or PARAMS_FILE))
-    return pipeline_settings(settings), nested
+    return pipeline_settings(settings), settings
 
 
 def parse_label_folder(text: str) -> tuple[Path, str, int]:
@@ -75,10 +79,8 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
     elif args.video and args.workers > 1:
         # Frames from parallel workers arrive unordered and in other processes: no single video to write.
         raise ValueError("--video needs one process; drop --workers or run the video separately")
-    settings, params = pipeline_settings_from_params(args.params)
-    # As the node would run: --input-size, else the parameter file's size, else (None) the card's.
-    input_size = args.input_size or ((params["input_width"], params["input_height"])
-                                     if params.get("input_width") and params.get("input_height") else None)
+    settings, node_settings = pipeline_settings_from_params(args.params)
+    input_size = args.input_size or node_settings.input_size  # as the node would run; None: the card's
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or remove it")

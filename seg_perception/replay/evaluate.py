@@ -517,15 +517,16 @@ def _storage(path: Path) -> str:
 # ------------------------------------------------------------------------------------------- entry points
 
 
-def _open(config: ReplayConfig, threads: int):
-    return open_backend(replace(config.model, intra_op_threads=threads))
+def _open(config: ReplayConfig, threads: int | None = None):
+    """The backend as the config asks for it; ``threads`` overrides its intra-op threads (parallel workers)."""
+    return open_backend(config.model if threads is None else replace(config.model, intra_op_threads=threads))
 
 
 def evaluate_bag(path: Path, config: ReplayConfig, *, backend=None, card: ModelCard | None = None,
                  video: Any = None) -> EvalAccumulator:
     """One bag; opens the backend itself unless given one (e.g. from a Ray task, a worker process)."""
     if backend is None or card is None:
-        backend, card = _open(config, config.model.intra_op_threads)
+        backend, card = _open(config)
     acc = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
     _BagReplay(Path(path), config, backend, card, acc, video).run()
     return acc
@@ -543,7 +544,7 @@ def evaluate_bags(paths: Sequence[Path], config: ReplayConfig, *, workers: int =
     if not paths:
         raise BagError("no bag given")
     started = time.perf_counter()
-    backend, card = _open(config, config.model.intra_op_threads)
+    backend, card = _open(config)
     if workers <= 1 or len(paths) == 1:
         total = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
         for path in paths:

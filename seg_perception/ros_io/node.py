@@ -109,9 +109,8 @@ class PerceptionNode(Node):
 
     def _open_pipeline(self) -> None:
         s = self.settings
-        size = (s.input_width, s.input_height) if s.input_width and s.input_height else None
         request = BackendRequest(model_path=resolve_model_path(s.model_path), backend=s.backend,
-                                 precision=s.precision, device=s.device, input_size=size,
+                                 precision=s.precision, device=s.device, input_size=s.input_size,
                                  intra_op_threads=s.intra_op_threads, max_batch=max(1, len(s.cameras)),
                                  engine_cache_dir=Path(s.engine_cache_dir) if s.engine_cache_dir else None)
         self.backend, self.card = open_backend(request)

@@ -262,6 +262,11 @@ class NodeSettings:
     publish: PublishSettings
     qos: QosSettings
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The model input (width, height) asked for; None: the model card's (both parameters 0)."""
+        return (self.input_width, self.input_height) if self.input_width and self.input_height else None
+
     @classmethod
     def from_nested(cls, nested: Mapping[str, Any], source: str = "parameters") -> NodeSettings:
         """Validate a nested ros__parameters dict and type it; ParamsError names ``source``."""
