@@ -6,7 +6,6 @@ resolution (nearest-neighbour upsampling of class and instance maps), as the Cit
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from tqdm import tqdm
 from seg_perception.evaluation.lanes import BinaryIoU, LaneFScore
 from seg_perception.evaluation.panoptic import PanopticQuality, cityscapes_instance_ids_to_panoptic
 from seg_perception.evaluation.semantic import ConfusionMatrix
+from seg_perception.evaluation.summary import lane_fscore_summary, metric_value, pq_summary, semantic_summary
 from seg_perception.inference.preprocess import normalise, resize_batch
 from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
 from seg_perception.postprocess.roles import RoleMapping, role_masks
@@ -39,10 +39,6 @@ def _resize_nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if array.shape == shape:
         return array
     return cv2.resize(array, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(float(value), 6)
 
 
 @torch.no_grad()
@@ -89,25 +85,19 @@ def evaluate_model(
     pq = panoptic.compute() if annotated["instances"] else None
     result: dict = {
         "images": len(refs),
-        "miou": _finite(scores.miou),
-        "miou_present": _finite(scores.miou_present),
-        "pixel_acc": _finite(scores.pixel_acc),
-        "mean_acc": _finite(scores.mean_acc),
-        "fwiou": _finite(scores.fwiou),
-        "iou_per_class": {name: _finite(v) for name, v in zip(settings.class_names, scores.iou, strict=True)},
+        **semantic_summary(scores, settings.class_names),
         "images_annotated": annotated,
     }
     if pq is not None:
-        result["pq"] = {group: {k: _finite(v) if k != "n" else v for k, v in pq[group].items()}
-                        for group in ("all", "things", "stuff")}
+        result["pq"] = pq_summary(pq)
         # Per class, with the matched / unmatched segment counts that explain a low RQ.
         result["pq_per_class"] = {
-            c["name"]: {"pq": _finite(c["pq"]), "sq": _finite(c["sq"]), "rq": _finite(c["rq"]),
+            c["name"]: {"pq": metric_value(c["pq"]), "sq": metric_value(c["sq"]), "rq": metric_value(c["rq"]),
                         "tp": c["tp"], "fp": c["fp"], "fn": c["fn"]}
             for c in pq["per_class"].values() if c["tp"] + c["fp"] + c["fn"] > 0}
     if annotated["drivable"]:
-        result["drivable_iou"] = _finite(drivable_iou.compute().iou)
+        result["drivable_iou"] = metric_value(drivable_iou.compute().iou)
     if annotated["lane"]:
-        result["lane_iou"] = _finite(lane_iou.compute().iou)
-        result["lane_fscore"] = {k: _finite(v) for k, v in lane_f.compute().items() if k.startswith("fscore")}
+        result["lane_iou"] = metric_value(lane_iou.compute().iou)
+        result["lane_fscore"] = lane_fscore_summary(lane_f.compute())
     return result

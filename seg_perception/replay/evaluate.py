@@ -36,6 +36,7 @@ from seg_perception.datasets.synthetic import city_name
 from seg_perception.evaluation.lanes import BinaryIoU, LaneFScore
 from seg_perception.evaluation.panoptic import PanopticQuality, cityscapes_instance_ids_to_panoptic
 from seg_perception.evaluation.semantic import ConfusionMatrix
+from seg_perception.evaluation.summary import lane_fscore_summary, metric_value, pq_summary, semantic_summary
 from seg_perception.evaluation.temporal import TemporalConsistencyMeter
 from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCard
@@ -149,8 +150,8 @@ class EvalAccumulator:
                        "unlabelled": processed - self.annotated["frames"]},
             "metrics": self._metrics() if self.annotated["frames"] else None,
             "temporal_consistency": {
-                "mean": _fraction(np.mean(tc_values)) if tc_values else None,
-                "per_camera": {camera: _fraction(np.nanmean(values)) if _any_number(values) else None
+                "mean": metric_value(np.mean(tc_values)) if tc_values else None,
+                "per_camera": {camera: metric_value(np.nanmean(values)) if _any_number(values) else None
                                for camera, values in sorted(self.tc_series.items())},
                 "pairs": len(tc_values)},
             "latency_ms": {stage: _summary(values) for stage, values in self.latency_ms.items() if values},
@@ -164,27 +165,17 @@ class EvalAccumulator:
     def _metrics(self) -> dict[str, Any]:
         scores = self.confusion.compute()
         metrics: dict[str, Any] = {
-            "miou": _fraction(scores.miou), "miou_present": _fraction(scores.miou_present),
-            "pixel_acc": _fraction(scores.pixel_acc), "mean_acc": _fraction(scores.mean_acc),
-            "fwiou": _fraction(scores.fwiou),
-            "iou_per_class": {name: _fraction(v) for name, v in zip(self.class_names, scores.iou, strict=True)},
+            **semantic_summary(scores, self.class_names),
             "pq": None, "drivable_iou": None, "lane_iou": None, "lane_fscore": None,
         }
         if self.annotated["instances"]:
-            pq = self.panoptic.compute()
-            metrics["pq"] = {group: {k: (_fraction(pq[group][k]) if k != "n" else int(pq[group][k]))
-                                     for k in ("pq", "sq", "rq", "n")} for group in ("all", "things", "stuff")}
+            metrics["pq"] = pq_summary(self.panoptic.compute())
         if self.annotated["drivable"]:
-            metrics["drivable_iou"] = _fraction(self.drivable.compute().iou)
+            metrics["drivable_iou"] = metric_value(self.drivable.compute().iou)
         if self.annotated["lane"]:
-            metrics["lane_iou"] = _fraction(self.lane.compute().iou)
-            lane_f = self.lane_f.compute()
-            metrics["lane_fscore"] = {k: _fraction(lane_f[k]) for k in ("fscore_1px", "fscore_2px", "fscore_5px")}
+            metrics["lane_iou"] = metric_value(self.lane.compute().iou)
+            metrics["lane_fscore"] = lane_fscore_summary(self.lane_f.compute())
         return metrics
-
-
-def _fraction(value: float) -> float | None:
-    return None if value is None or math.isnan(float(value)) else round(float(value), 6)
 
 
 def _any_number(values: Sequence[float]) -> bool:
