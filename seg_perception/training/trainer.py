@@ -151,9 +151,9 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     start_epoch, iteration, history = 0, 0, []
     init_card = None
     if config.init_weights:
-        init_card = load_card(Path(config.init_weights))
-        if not resume:
-            _initialise_from(net, Path(config.init_weights))
+        init_from = Path(config.init_weights)
+        # On resume the weights come from checkpoint.pt; the card still names the stage this run continues.
+        init_card = load_card(init_from) if resume else _initialise_from(net, init_from)
     if resume:
         state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
         net.load_state_dict(state["model"], strict=True)
@@ -236,8 +236,11 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     return out
 
 
-def _initialise_from(net: torch.nn.Module, checkpoint: Path) -> None:
-    """Start from a deploy checkpoint: every weight but the training-only auxiliary heads must match exactly."""
+def _initialise_from(net: torch.nn.Module, checkpoint: Path) -> ModelCard:
+    """Start from a deploy checkpoint: every weight but the training-only auxiliary heads must match exactly.
+
+    Returns the checkpoint's card, whose training becomes this run's ``previous_stage``.
+    """
     from seg_perception.models.checkpoint import load_checkpoint
     from seg_perception.models.weights import WeightsError
 
@@ -252,6 +255,7 @@ def _initialise_from(net: torch.nn.Module, checkpoint: Path) -> None:
     if missing or unexpected:
         raise WeightsError(f"{checkpoint}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     net.load_state_dict({**expected, **{k: v.to(expected[k].dtype) for k, v in state.items()}}, strict=True)
+    return card
 
 
 class _DeployView:
