@@ -37,6 +37,7 @@ def make_report(*, labelled: bool = True) -> dict[str, Any]:
         "pq": {"all": {"pq": 0.5561, "sq": 0.8012, "rq": 0.6789, "n": 19},
                "things": {"pq": 0.4123, "sq": 0.7777, "rq": 0.5301, "n": 8},
                "stuff": {"pq": 0.6612, "sq": 0.8188, "rq": 0.7865, "n": 11}},
+        "pq_per_class": {"car": {"pq": 0.6, "sq": 0.8, "rq": 0.75, "tp": 6, "fp": 2, "fn": 2}},
         "drivable_iou": 0.9567, "lane_iou": 0.4321,
         "lane_fscore": {"fscore_1px": 0.6111, "fscore_2px": 0.7222, "fscore_5px": 0.8333},
     }
@@ -188,6 +189,8 @@ def test_no_samples_no_plots(tmp_path: Path) -> None:
     (lambda r: r["metrics"].update(miou=1.2), "['metrics']['miou']"),
     (lambda r: r["metrics"]["iou_per_class"].update(road=1.5), "['metrics']['iou_per_class']['road']"),
     (lambda r: r["metrics"]["pq"]["things"].update(rq=-0.1), "['metrics']['pq']['things']['rq']"),
+    (lambda r: r["metrics"]["pq_per_class"]["car"].update(fn=-1), "['metrics']['pq_per_class']['car']['fn']"),
+    (lambda r: r["metrics"]["pq_per_class"]["car"].pop("sq"), "['metrics']['pq_per_class']['car']['sq']"),
     (lambda r: r["temporal_consistency"].update(mean=math.nan), "['temporal_consistency']['mean']"),
     (lambda r: r["frames"].update(processed="120"), "['frames']['processed']"),
     (lambda r: r["bags"][0].update(storage="zip"), "['bags'][0]['storage']"),
@@ -202,6 +205,14 @@ def test_validate_rejects(mutate: Any, named: str) -> None:
     mutate(report)
     with pytest.raises(ValueError, match=r"eval report: .*report" + re.escape(named)):
         validate_report(report)
+
+
+def test_validate_accepts_reports_from_before_pq_per_class() -> None:
+    report = make_report()
+    report["metrics"].pop("pq_per_class")
+    validate_report(report)
+    report["metrics"]["pq_per_class"] = None  # a labelled run without instance labels
+    validate_report(report)
 
 
 def test_validate_messages(tmp_path: Path) -> None:

@@ -9,19 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from seg_perception.evaluation.lanes import BinaryIoU, LaneFScore
-from seg_perception.evaluation.panoptic import PanopticQuality, cityscapes_instance_ids_to_panoptic
-from seg_perception.evaluation.semantic import ConfusionMatrix
-from seg_perception.evaluation.summary import lane_fscore_summary, metric_value, pq_summary, semantic_summary
+from seg_perception.evaluation.scoring import LabelledScores, sample_labels
 from seg_perception.inference.preprocess import normalise, resize_batch
 from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
 from seg_perception.postprocess.roles import RoleMapping, role_masks
 from seg_perception.training.data import SampleRef
+
+OPTIONAL_METRICS = ("pq", "pq_per_class", "drivable_iou", "lane_iou", "lane_fscore")
 
 
 @dataclass(frozen=True)
@@ -35,12 +33,6 @@ class EvalSettings:
     panoptic: PanopticConfig
 
 
-def _resize_nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if array.shape == shape:
-        return array
-    return cv2.resize(array, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
 @torch.no_grad()
 def evaluate_model(
     model: torch.nn.Module, refs: Sequence[SampleRef], settings: EvalSettings, *, device: torch.device | str = "cpu",
@@ -49,12 +41,7 @@ def evaluate_model(
 ) -> dict:
     """Metrics over ``refs`` for a deploy-mode model (or any ``forward`` returning ModelOutputs)."""
     forward = forward or model
-    num_classes = len(settings.class_names)
-    confusion = ConfusionMatrix(num_classes, class_names=settings.class_names)
-    panoptic = PanopticQuality(num_classes, settings.thing_ids, class_names=settings.class_names)
-    drivable_iou, lane_iou, lane_f = BinaryIoU(), BinaryIoU(), LaneFScore()
-    annotated = {"instances": 0, "drivable": 0, "lane": 0}
-
+    scores = LabelledScores(class_names=settings.class_names, thing_ids=settings.thing_ids)
     for start in tqdm(range(0, len(refs), batch_size), desc="evaluate", unit="batch", disable=not show_progress):
         samples = [ref.load() for ref in refs[start:start + batch_size]]
         batch = normalise(resize_batch([s["image"] for s in samples], settings.input_size),
@@ -62,42 +49,15 @@ def evaluate_model(
         outputs = forward(batch)
         frames = group_batch(outputs.semantic_ids, outputs.center, outputs.offset, settings.panoptic)
         for sample, frame in zip(samples, frames, strict=True):
-            gt_sem = sample["train_ids"]
-            shape = gt_sem.shape
-            pred_sem = _resize_nearest(frame.semantic.cpu().numpy().astype(np.uint8), shape)
-            pred_inst = _resize_nearest(frame.instances.cpu().numpy(), shape)
-            confusion.update(pred_sem, gt_sem)
-            if "instance_ids" in sample:
-                gt = cityscapes_instance_ids_to_panoptic(sample["instance_ids"], sample.get("lane"))
-                panoptic.update(pred_sem, pred_inst, gt.semantic, gt.instance, gt.crowd)
-                annotated["instances"] += 1
-            masks = {k: v[0].cpu().numpy() for k, v in role_masks(torch.from_numpy(pred_sem)[None],
-                                                                    settings.roles).items()}
-            if "drivable" in sample and "drivable" in masks:
-                drivable_iou.update(masks["drivable"], sample["drivable"])
-                annotated["drivable"] += 1
-            if "lane" in sample and "lane" in masks:
-                lane_iou.update(masks["lane"], sample["lane"])
-                lane_f.update(masks["lane"], sample["lane"])
-                annotated["lane"] += 1
+            masks = {role: mask[0].cpu().numpy()
+                     for role, mask in role_masks(frame.semantic[None], settings.roles).items()}
+            scores.score(frame.semantic.cpu().numpy().astype(np.uint8), frame.instances.cpu().numpy(), masks,
+                         sample_labels(sample))
 
-    scores = confusion.compute()
-    pq = panoptic.compute() if annotated["instances"] else None
-    result: dict = {
+    # Metrics the labels did not allow are left out here (the bag report keeps them as null).
+    summary = scores.summary()
+    return {
         "images": len(refs),
-        **semantic_summary(scores, settings.class_names),
-        "images_annotated": annotated,
+        **{key: value for key, value in summary.items() if value is not None or key not in OPTIONAL_METRICS},
+        "images_annotated": {kind: scores.annotated[kind] for kind in ("instances", "drivable", "lane")},
     }
-    if pq is not None:
-        result["pq"] = pq_summary(pq)
-        # Per class, with the matched / unmatched segment counts that explain a low RQ.
-        result["pq_per_class"] = {
-            c["name"]: {"pq": metric_value(c["pq"]), "sq": metric_value(c["sq"]), "rq": metric_value(c["rq"]),
-                        "tp": c["tp"], "fp": c["fp"], "fn": c["fn"]}
-            for c in pq["per_class"].values() if c["tp"] + c["fp"] + c["fn"] > 0}
-    if annotated["drivable"]:
-        result["drivable_iou"] = metric_value(drivable_iou.compute().iou)
-    if annotated["lane"]:
-        result["lane_iou"] = metric_value(lane_iou.compute().iou)
-        result["lane_fscore"] = lane_fscore_summary(lane_f.compute())
-    return result

@@ -33,10 +33,8 @@ from seg_perception.bags.reader import BagError, open_bag
 from seg_perception.bags.writer import BagWriter
 from seg_perception.datasets.cityscapes import find_samples, load_sample, sample_stem
 from seg_perception.datasets.synthetic import city_name
-from seg_perception.evaluation.lanes import BinaryIoU, LaneFScore
-from seg_perception.evaluation.panoptic import PanopticQuality, cityscapes_instance_ids_to_panoptic
-from seg_perception.evaluation.semantic import ConfusionMatrix
-from seg_perception.evaluation.summary import lane_fscore_summary, metric_value, pq_summary, semantic_summary
+from seg_perception.evaluation.scoring import LABEL_KINDS, LabelledScores, sample_labels
+from seg_perception.evaluation.summary import metric_value
 from seg_perception.evaluation.temporal import TemporalConsistencyMeter
 from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCard
@@ -48,7 +46,6 @@ from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTyp
 from seg_perception.ros_io.stamps import stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-LABEL_KINDS = ("semantic", "instance", "drivable", "lane")
 NODE_PREFIX = "/seg_perception_node"
 MAX_LISTED_FAILURES = 100
 STREAM_BREAKS = ("stamp_backwards", "stamp_gap", "size_changed")  # a new stream for TC pairs too
@@ -91,12 +88,7 @@ class EvalAccumulator:
     num_classes: int
     class_names: tuple[str, ...]
     thing_ids: tuple[int, ...]
-    confusion: ConfusionMatrix = field(init=False)
-    panoptic: PanopticQuality = field(init=False)
-    drivable: BinaryIoU = field(default_factory=BinaryIoU)
-    lane: BinaryIoU = field(default_factory=BinaryIoU)
-    lane_f: LaneFScore = field(default_factory=LaneFScore)
-    annotated: Counter[str] = field(default_factory=Counter)
+    scores: LabelledScores = field(init=False)  # scored against labels (shared with `eval --dataset`)
     tc_series: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     frames: Counter[str] = field(default_factory=Counter)
@@ -107,18 +99,14 @@ class EvalAccumulator:
     wall_s: float = 0.0
 
     def __post_init__(self) -> None:
-        self.confusion = ConfusionMatrix(self.num_classes, class_names=self.class_names)
-        self.panoptic = PanopticQuality(self.num_classes, self.thing_ids, class_names=self.class_names)
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{self.num_classes} classes but {len(self.class_names)} class names")
+        self.scores = LabelledScores(class_names=self.class_names, thing_ids=self.thing_ids)
 
     def merge(self, other: EvalAccumulator) -> None:
         if other.class_names != self.class_names:
             raise ValueError("cannot merge evaluations of models with different classes")
-        self.confusion.merge(other.confusion)
-        self.panoptic.merge(other.panoptic)
-        self.drivable.merge(other.drivable)
-        self.lane.merge(other.lane)
-        self.lane_f.merge(other.lane_f)
-        self.annotated.update(other.annotated)
+        self.scores.merge(other.scores)
         for key, values in other.tc_series.items():
             self.tc_series[key].extend(values)
         for key, values in other.latency_ms.items():
@@ -134,7 +122,7 @@ class EvalAccumulator:
 
     def report(self, *, card: ModelCard, model_path: Path, backend: str, pipeline: PipelineSettings,
                command: Sequence[str], wall_s: float) -> dict[str, Any]:
-        processed = self.frames["processed"]
+        processed, labelled = self.frames["processed"], self.scores.annotated["frames"]
         tc_values = [v for values in self.tc_series.values() for v in values if not math.isnan(v)]
         return {
             "format": REPORT_FORMAT,
@@ -146,9 +134,9 @@ class EvalAccumulator:
             "pipeline": asdict(pipeline),
             "bags": [asdict(b) for b in self.bags],
             "frames": {"received": self.frames["received"], "processed": processed,
-                       "decode_failures": self.frames["decode_failures"], "labelled": self.annotated["frames"],
-                       "unlabelled": processed - self.annotated["frames"]},
-            "metrics": self._metrics() if self.annotated["frames"] else None,
+                       "decode_failures": self.frames["decode_failures"], "labelled": labelled,
+                       "unlabelled": processed - labelled},
+            "metrics": self.scores.summary() if labelled else None,
             "temporal_consistency": {
                 "mean": metric_value(np.mean(tc_values)) if tc_values else None,
                 "per_camera": {camera: metric_value(np.nanmean(values)) if _any_number(values) else None
@@ -161,21 +149,6 @@ class EvalAccumulator:
             "decode_failure_list": self.failures[:MAX_LISTED_FAILURES],
             "outputs": {},
         }
-
-    def _metrics(self) -> dict[str, Any]:
-        scores = self.confusion.compute()
-        metrics: dict[str, Any] = {
-            **semantic_summary(scores, self.class_names),
-            "pq": None, "drivable_iou": None, "lane_iou": None, "lane_fscore": None,
-        }
-        if self.annotated["instances"]:
-            metrics["pq"] = pq_summary(self.panoptic.compute())
-        if self.annotated["drivable"]:
-            metrics["drivable_iou"] = metric_value(self.drivable.compute().iou)
-        if self.annotated["lane"]:
-            metrics["lane_iou"] = metric_value(self.lane.compute().iou)
-            metrics["lane_fscore"] = lane_fscore_summary(self.lane_f.compute())
-        return metrics
 
 
 def _any_number(values: Sequence[float]) -> bool:
@@ -234,40 +207,6 @@ def tc_inputs(image: np.ndarray, labels: np.ndarray, max_width: int) -> tuple[np
     if labels.shape != (height, width):
         labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
     return image, labels
-
-
-def score_frame(acc: EvalAccumulator, semantic: np.ndarray, instances: np.ndarray, masks: dict[str, np.ndarray],
-                labels: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Score one frame's outputs against its labels (kinds of LABEL_KINDS); returns the semantic truth, if any.
-
-    ``masks``: role ("drivable", "lane", "obstacles") -> mask, nonzero inside. Outputs of another size than
-    the labels are resized to them (nearest), so the node's ``output_resolution: model`` is scored too.
-    Shared by the offline replay and ``eval --live``, so both score by the same rules.
-    """
-    acc.annotated["frames"] += 1
-    shape = next(iter(labels.values())).shape[:2]
-    if semantic.shape != shape:
-        size = (shape[1], shape[0])
-        semantic = cv2.resize(semantic, size, interpolation=cv2.INTER_NEAREST)
-        instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
-        masks = {k: cv2.resize(v, size, interpolation=cv2.INTER_NEAREST) for k, v in masks.items()}
-    lane_truth = labels["lane"] > 0 if "lane" in labels else None
-    truth_semantic = labels.get("semantic")
-    if truth_semantic is not None:
-        acc.confusion.update(semantic, truth_semantic)
-    if "instance" in labels:
-        truth = cityscapes_instance_ids_to_panoptic(labels["instance"], lane_truth)
-        acc.panoptic.update(semantic, instances, truth.semantic, truth.instance, truth.crowd)
-        acc.annotated["instances"] += 1
-        truth_semantic = truth.semantic if truth_semantic is None else truth_semantic
-    if "drivable" in labels and "drivable" in masks:
-        acc.drivable.update(masks["drivable"] > 0, labels["drivable"] > 0)
-        acc.annotated["drivable"] += 1
-    if lane_truth is not None and "lane" in masks:
-        acc.lane.update(masks["lane"] > 0, lane_truth)
-        acc.lane_f.update(masks["lane"] > 0, lane_truth)
-        acc.annotated["lane"] += 1
-    return truth_semantic
 
 
 class _BagReplay:
@@ -456,11 +395,7 @@ class _BagReplay:
         sample = self.folder_samples.get(stem)
         if sample is None:
             return None
-        arrays = load_sample(sample)
-        labels = {"semantic": arrays["train_ids"]}
-        labels.update({kind: arrays[name] for kind, name in (("instance", "instance_ids"), ("drivable", "drivable"),
-                                                             ("lane", "lane")) if arrays.get(name) is not None})
-        return labels
+        return sample_labels(load_sample(sample))
 
     def _score_if_complete(self, key: tuple[str, int]) -> None:
         camera, _ = key
@@ -483,7 +418,7 @@ class _BagReplay:
         self._score(result, labels)
 
     def _score(self, result: FrameResult, labels: dict[str, np.ndarray]) -> None:
-        truth = score_frame(self.acc, result.semantic, result.instances, result.masks, labels)
+        truth = self.acc.scores.score(result.semantic, result.instances, result.masks, labels)
         self._sample(result, truth)
 
     def _sample(self, result: FrameResult, truth: np.ndarray | None) -> None:

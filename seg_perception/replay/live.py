@@ -3,7 +3,7 @@
 Per bag: the node starts as a child process (with the user's parameters, the bag's cameras and the
 model asked for), a recorder child subscribes to its outputs, a player child publishes the bag's camera
 images restamped to the wall clock, and once it is done the recorded outputs are scored against the
-bag's labels with the same rules as the offline replay (``score_frame``). Header stamps map the outputs
+bag's labels with the same rules as the offline replay (``LabelledScores.score``). Header stamps map the outputs
 back to the bag: ``bag stamp = published stamp - offset_ns`` from the player's offsets file.
 
 Unlike offline, the node drops frames when it falls behind (latest-frame policy); those are counted,
@@ -39,7 +39,6 @@ from seg_perception.replay.evaluate import (
     EvalAccumulator,
     ReplayConfig,
     _storage,
-    score_frame,
     select_cameras,
     tc_inputs,
 )
@@ -412,7 +411,7 @@ class _Scorer:
                          else np.zeros(semantic.shape, np.uint16))
             masks = {ROLE_OF_OUTPUT[name]: image_to_numpy(parts[name]) for name in ROLE_OUTPUTS.values()
                      if name in parts}
-            truth = score_frame(acc, semantic, instances, masks, labels)
+            truth = acc.scores.score(semantic, instances, masks, labels)
         if image is not None and self._sampled(camera):
             acc.overlays.append(OverlaySample(camera=camera, stamp_ns=stamp, image=image, prediction=semantic,
                                               ground_truth=None if truth is None else truth.astype(np.uint8)))

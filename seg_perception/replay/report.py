@@ -242,6 +242,13 @@ def _validate_metrics(metrics: _At) -> None:
             for key in ("pq", "sq", "rq"):
                 scores[key].expect("fraction", nullable=True)  # null when the group has no class (n == 0)
             scores["n"].expect("int")
+    per_class = metrics["pq_per_class"] if "pq_per_class" in metrics.value else None  # absent in older reports
+    if per_class is not None and per_class.expect("dict", nullable=True) is not None:
+        for name in per_class.value:
+            for key in ("pq", "sq", "rq"):
+                per_class[name][key].expect("fraction", nullable=True)
+            for key in ("tp", "fp", "fn"):
+                per_class[name][key].expect("int")
     metrics["drivable_iou"].expect("fraction", nullable=True)
     metrics["lane_iou"].expect("fraction", nullable=True)
     lane_f = metrics["lane_fscore"]
