@@ -85,7 +85,6 @@ class BagInfo:
 class EvalAccumulator:
     """Everything a report needs, mergeable across bags, processes and machines."""
 
-    num_classes: int
     class_names: tuple[str, ...]
     thing_ids: tuple[int, ...]
     scores: LabelledScores = field(init=False)  # scored against labels (shared with `eval --dataset`)
@@ -99,14 +98,10 @@ class EvalAccumulator:
     wall_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{self.num_classes} classes but {len(self.class_names)} class names")
         self.scores = LabelledScores(class_names=self.class_names, thing_ids=self.thing_ids)
 
     def merge(self, other: EvalAccumulator) -> None:
-        if other.class_names != self.class_names:
-            raise ValueError("cannot merge evaluations of models with different classes")
-        self.scores.merge(other.scores)
+        self.scores.merge(other.scores)  # first: it refuses another model's classes before anything is added
         for key, values in other.tc_series.items():
             self.tc_series[key].extend(values)
         for key, values in other.latency_ms.items():
@@ -453,7 +448,7 @@ def evaluate_bag(path: Path, config: ReplayConfig, *, backend=None, card: ModelC
     """One bag; opens the backend itself unless given one (e.g. from a Ray task, a worker process)."""
     if backend is None or card is None:
         backend, card = _open(config)
-    acc = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
+    acc = EvalAccumulator(class_names=card.class_names, thing_ids=card.thing_ids)
     _BagReplay(Path(path), config, backend, card, acc, video).run()
     return acc
 
@@ -472,7 +467,7 @@ def evaluate_bags(paths: Sequence[Path], config: ReplayConfig, *, workers: int =
     started = time.perf_counter()
     backend, card = _open(config)
     if workers <= 1 or len(paths) == 1:
-        total = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
+        total = EvalAccumulator(class_names=card.class_names, thing_ids=card.thing_ids)
         for path in paths:
             total.merge(evaluate_bag(Path(path), config, backend=backend, card=card, video=video))
     else:

@@ -479,7 +479,7 @@ def evaluate_live(bags: Sequence[Path], config: ReplayConfig, *, params: Path | 
     live = Path(out) / LIVE_DIR
     live.mkdir(parents=True, exist_ok=True)
     card = _card(_model_path(config))
-    acc = EvalAccumulator(num_classes=card.num_classes, class_names=card.class_names, thing_ids=card.thing_ids)
+    acc = EvalAccumulator(class_names=card.class_names, thing_ids=card.thing_ids)
     stems: Counter[str] = Counter()
     backend = ""
     started = time.perf_counter()
