@@ -65,7 +65,7 @@ def run_demo(out: Path, *, model: Path | None = None) -> int:
     from seg_perception.replay.command import finish_report, pipeline_settings_from_params, summary
     from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
     from seg_perception.replay.report import OverlayVideo
-    from seg_perception.ros_io.node import resolve_model_path
+    from seg_perception.ros_io.environment import resolve_model_path
 
     started = time.perf_counter()
     model = model or resolve_model_path("models/demo")  # the source checkout, else the package share

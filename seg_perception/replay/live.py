@@ -187,7 +187,7 @@ def _plan(path: Path, config: ReplayConfig, stem: str) -> _BagPlan:
 
 
 def _model_path(config: ReplayConfig) -> Path:
-    from seg_perception.ros_io.node import resolve_model_path
+    from seg_perception.ros_io.environment import resolve_model_path
 
     # As the node resolves it (here, then the package share), made absolute: the node gets no other choice.
     return resolve_model_path(str(config.model.model_path)).resolve()

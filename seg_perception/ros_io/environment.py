@@ -42,6 +42,16 @@ def config_file(name: str) -> Path:
     return find_share_file(PACKAGE, f"config/{name}", source_dir=REPO_ROOT)
 
 
+def resolve_model_path(model_path: str | os.PathLike[str]) -> Path:
+    """A model path as the node, `eval` and `demo` all read it: as given when it exists (absolute or
+    relative to the current directory), else in the package share (so the shipped models/demo is found
+    from any directory)."""
+    path = Path(model_path).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    return find_share_file(PACKAGE, str(model_path), source_dir=REPO_ROOT)
+
+
 def fastdds_profile() -> Path:
     """The Fast DDS profile shipped with the package (shared memory + loopback UDP)."""
     return config_file(PROFILE_NAME)

@@ -29,7 +29,7 @@ from seg_perception.pipeline.scheduler import LatestFrameSlots
 from seg_perception.pipeline.stats import PipelineStats
 from seg_perception.postprocess.roles import RoleConfigError, role_mapping_for
 from seg_perception.ros_io.diagnostics import HealthMonitor, startup_status, to_diagnostic_array
-from seg_perception.ros_io.environment import PACKAGE, REPO_ROOT, apply_ros_defaults, find_share_file
+from seg_perception.ros_io.environment import apply_ros_defaults, resolve_model_path
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_rgb
 from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
 from seg_perception.ros_io.params import (
@@ -44,14 +44,6 @@ from seg_perception.ros_io.sync import StampSynchronizer
 
 NODE_NAME = "seg_perception_node"
 EXIT_CONFIG_ERROR = 2
-
-
-def resolve_model_path(model_path: str) -> Path:
-    """As given when it exists (absolute or relative to the current directory), else in the package share."""
-    path = Path(model_path).expanduser()
-    if path.exists() or path.is_absolute():
-        return path
-    return find_share_file(PACKAGE, model_path, source_dir=REPO_ROOT)
 
 
 def pipeline_settings(settings: NodeSettings) -> PipelineSettings:
