@@ -1,6 +1,8 @@
 """seg_perception_node with a params file, camera remaps and optional backend / model overrides.
 
     ros2 launch seg_perception perception.launch.py backend:=torch front_image:=/cam0/image_raw
+
+use_sim_time:=true makes the node follow /clock (a simulator, or `seg-perception play --clock`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _node(context: LaunchContext) -> list[Node]:
             executable="seg_perception_node",
             name="seg_perception_node",
             output="screen",
-            parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
+            parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else []),
+                        {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
             remappings=[
                 ("~/front/in/image", LaunchConfiguration("front_image")),
                 ("~/rear/in/image", LaunchConfiguration("rear_image")),
@@ -57,6 +60,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=default_params, description="ROS params file of the node"),
         DeclareLaunchArgument("backend", default_value="", description="torch, onnxruntime or tensorrt; empty: file"),
         DeclareLaunchArgument("model_path", default_value="", description="checkpoint folder or .onnx; empty: file"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="follow /clock instead of the system clock (simulation, bag replay)"),
         DeclareLaunchArgument("front_image", default_value="/front/image_raw", description="front camera images"),
         DeclareLaunchArgument("rear_image", default_value="/rear/image_raw", description="rear camera images"),
         DeclareLaunchArgument(

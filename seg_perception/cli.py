@@ -105,6 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from seg_perception.models.checkpoint import load_checkpoint
     from seg_perception.postprocess.panoptic import PanopticConfig
     from seg_perception.postprocess.roles import role_mapping_for
+    from seg_perception.ros_io.environment import resolve_model_path
     from seg_perception.training.data import parse_data_spec
 
     if args.bags and args.dataset:
@@ -117,7 +118,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.dataset:
         raise ValueError("give one or more bags, or --dataset KIND:PATH:SPLIT")
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, card = load_checkpoint(args.model, device=device)
+    model_path = resolve_model_path(args.model)  # as the node and bag eval find it: from any directory
+    model, card = load_checkpoint(model_path, device=device)
     roles = role_mapping_for(card.class_names, card.thing_ids, args.classes)
     input_size = args.input_size or card.input_size
     settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=input_size,
@@ -136,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         command = shlex.join(["seg-perception", *args.argv])
         metrics = {**card.metrics, args.record: {"data": list(args.dataset), "command": command,
                                                  "device": str(device), "values": result}}
-        card_path = args.model if args.model.is_file() else args.model / CARD_FILE
+        card_path = model_path if model_path.is_file() else model_path / CARD_FILE
         save_card(replace(card, metrics=metrics), card_path)
         print(f"recorded as metrics.{args.record} in {card_path}", file=sys.stderr)
     text = json.dumps(result, indent=2)
@@ -165,6 +167,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.soak is not None:
+        from seg_perception.soak import run_soak_command
+
+        return run_soak_command(args)
     from seg_perception.benchmark import markdown_table, run_benchmark, write_json
 
     result = run_benchmark(args.model, backends=args.backends.split(","), sizes=args.sizes, batches=args.batches,
@@ -195,18 +201,23 @@ def topic_list(values: Sequence[str] | None) -> list[str] | None:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from seg_perception.replay.play import parse_remaps, play_bags
+    from seg_perception.replay.play import DEFAULT_CLOCK_HZ, parse_remaps, play_bags
 
+    if args.clock_hz is not None and not args.clock:
+        raise ValueError("--clock-hz sets the rate of --clock; add --clock")
     try:
         stats = play_bags(
             args.bags, topics=topic_list(args.topics), rate=args.rate, loop=args.loop, restamp=args.restamp,
             remap=parse_remaps(args.remap), qos_reliability="reliable" if args.reliable else "best_effort",
             wait_for_subscribers=args.wait_for_subscribers, offsets_file=args.offsets_file,
+            clock_hz=(DEFAULT_CLOCK_HZ if args.clock_hz is None else args.clock_hz) if args.clock else None,
         )
     except KeyboardInterrupt:  # a signal before playback took over SIGINT: stopping is no error
         return 0
     counts = ", ".join(f"{topic} {n}" for topic, n in sorted(stats.published.items()))
-    print(f"published {stats.total} messages in {stats.duration_s:.1f} s, {stats.loops} full pass(es): {counts}")
+    clock = f"; /clock {stats.clock_ticks} ticks" if args.clock else ""
+    print(f"published {stats.total} messages in {stats.duration_s:.1f} s, {stats.loops} full pass(es): {counts}"
+          f"{clock}")
     return 0
 
 
@@ -307,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--no-baseline", action="store_true", help="skip torchvision LR-ASPP MobileNetV3")
     bench.add_argument("--json", type=Path, help="also write the results here")
+    bench.add_argument("--soak", type=int, metavar="FRAMES",
+                       help="instead: run the real node until FRAMES frames are processed; RSS growth and "
+                            "latency drift (docs/BENCHMARKS.md, Soak)")
+    from seg_perception.soak import add_soak_arguments
+
+    add_soak_arguments(bench)
     bench.set_defaults(run=cmd_bench)
     node = sub.add_parser("node", help="run the ROS 2 node seg_perception_node from a params file",
                           description="Runs seg_perception_node here, where `ros2 launch` is not available. "
@@ -332,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
                       help="wait up to S seconds for a subscriber on every image topic (default 0: do not wait)")
     play.add_argument("--offsets-file", type=Path, help="JSON of the stamp offset of every pass (with --restamp)")
+    play.add_argument("--clock", action="store_true",
+                      help="publish /clock (rosgraph_msgs/Clock) following the bag's time, scaled by --rate and "
+                           "restamped with --restamp, for nodes with use_sim_time; --wait-for-subscribers waits "
+                           "for a /clock subscriber too")
+    play.add_argument("--clock-hz", type=float, metavar="HZ",
+                      help="/clock ticks per second of wall time between messages, with --clock (default 100); "
+                           "each message also gets a tick at its own time")
     play.set_defaults(run=cmd_play)
     rec = sub.add_parser("record", help="record topics (default: the node's outputs) into a bag")
     rec.add_argument("--out", type=Path, required=True, help="bag folder to create")
@@ -351,10 +375,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     from seg_perception.ros_io.environment import config_file
     from seg_perception.ros_io.node import NODE_NAME
     from seg_perception.ros_io.node import main as node_main
-    from seg_perception.ros_io.params import PARAMS_FILE, load_param_file
+    from seg_perception.ros_io.params import PARAMS_FILE, check_overrides, load_param_file
 
     params = args.params or config_file(PARAMS_FILE)
-    load_param_file(params)  # a bad file is named with every problem before ROS starts
+    # A bad file or override is named with every problem before ROS starts.
+    check_overrides(load_param_file(params), args.set)
     ros_args = ["--params-file", str(params)]
     for remap in args.remap:
         ros_args += ["-r", remap]

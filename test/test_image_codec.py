@@ -12,6 +12,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from seg_perception.ros_io.image_codec import (
     ImageConversionError,
+    ImageTooLargeError,
+    compressed_size,
     compressed_to_numpy,
     compressed_to_rgb,
     encoding_layout,
@@ -505,3 +507,51 @@ def test_hd_rgb8_from_rosbags_buffer_is_a_view():
     rgb = image_to_rgb(msg)
     assert rgb.flags.c_contiguous and np.shares_memory(rgb, msg.data)
     np.testing.assert_array_equal(rgb, pixels)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pixel cap: a large image is refused before it is decoded
+
+
+def _zeros_png(width: int, height: int) -> bytes:
+    """A real grey png built row by row, so a huge one costs kilobytes, not its decoded size."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(bytes(1 + width)) for _ in range(height)) + compressor.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("ext,fmt", [(".png", "png"), (".jpg", "jpeg"), (".jpg", "rgb8; jpeg compressed bgr8")])
+def test_compressed_size_is_read_from_the_header(ext, fmt):
+    _, buf = cv2.imencode(ext, random_pixels("bgr8", height=37, width=53, seed=3))
+    msg = FakeCompressed(format=fmt, data=buf.tobytes())
+    assert compressed_size(msg) == (53, 37)
+    assert compressed_to_rgb(msg, max_pixels=53 * 37).shape == (37, 53, 3)
+    with pytest.raises(ImageTooLargeError, match="1961 pixels, more than the 1960"):
+        compressed_to_rgb(msg, max_pixels=53 * 37 - 1)
+
+
+def test_a_huge_png_is_refused_undecoded():
+    msg = FakeCompressed(format="png", data=_zeros_png(20000, 20000))
+    assert len(msg.data) < 1_000_000 and compressed_size(msg) == (20000, 20000)
+    with pytest.raises(ImageTooLargeError, match="20000x20000"):
+        compressed_to_rgb(msg, max_pixels=33_554_432)
+
+
+@pytest.mark.parametrize("data,fmt", [(b"\xff\xd8" + bytes(300), "jpeg"), (b"GIF89a" + bytes(64), "png"), (b"", "png")])
+def test_a_stream_without_a_size_header_is_refused_when_capped(data, fmt):
+    with pytest.raises(ImageConversionError):
+        compressed_to_rgb(FakeCompressed(format=fmt, data=data), max_pixels=1 << 20)
+
+
+def test_raw_image_pixel_cap():
+    fields = numpy_to_image_fields(random_pixels("rgb8", height=20, width=30, seed=4), "rgb8")
+    msg = FakeImage(*fields)
+    assert image_to_rgb(msg, max_pixels=600).shape == (20, 30, 3)
+    with pytest.raises(ImageTooLargeError, match="30x20"):
+        image_to_rgb(msg, max_pixels=599)

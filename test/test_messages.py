@@ -70,13 +70,15 @@ def test_rosbags_bytes_deserialise_with_rclpy() -> None:
                                              frame_id="cam"),
         receive_stamp=types["builtin_interfaces/msg/Time"](sec=5, nanosec=9_000_000),
         receive_ms=3.0, queue_ms=0.5, preprocess_ms=1.5, inference_ms=20.0, postprocess_ms=2.0,
-        smoothing_ms=0.5, publish_ms=0.25, end_to_end_ms=27.75, batch_size=2,
-        backend="onnxruntime:CPUExecutionProvider", frames_received=10, frames_processed=9, frames_dropped=1,
+        smoothing_ms=0.5, publish_ms=0.25, end_to_end_ms=27.75, stamp_ahead_ms=0.0, processing_ms=24.5,
+        batch_size=2, backend="onnxruntime:CPUExecutionProvider", frames_received=10, frames_processed=9,
+        frames_dropped=1,
     )
     raw = store.serialize_cdr(report, "seg_perception_msgs/msg/LatencyReport")
     back = deserialize_message(bytes(raw), LatencyReport)
     assert back.backend == "onnxruntime:CPUExecutionProvider"
     assert (back.inference_ms, back.end_to_end_ms, back.frames_dropped, back.batch_size) == (20.0, 27.75, 1, 2)
+    assert (back.stamp_ahead_ms, back.processing_ms) == (0.0, 24.5)
 
 
 def test_message_definitions_come_from_msg_folder() -> None:

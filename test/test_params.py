@@ -17,10 +17,12 @@ from jsonschema import Draft7Validator
 
 from seg_perception.ros_io.params import (
     PARAMS_FILE,
+    ROS_OWNED,
     SCHEMA_FILE,
     NodeSettings,
     ParamsError,
     QosSettings,
+    check_overrides,
     declare_parameters,
     flatten,
     load_param_file,
@@ -46,8 +48,8 @@ READ_ONLY = {
     "qos.input_reliability", "qos.input_depth", "qos.output_reliability", "qos.output_depth",
 }
 # What replay.launch.py may use of the `seg-perception` CLI: subcommand -> its flags.
-CLI_CONTRACT = {"play": ("--rate", "--loop")}
-REPLAY_COMMAND = ["play", "drive.mcap", "--rate", "2.0", "--loop"]  # as replay.launch.py runs it
+CLI_CONTRACT = {"play": ("--rate", "--loop", "--clock")}
+REPLAY_COMMAND = ["play", "drive.mcap", "--rate", "2.0", "--loop", "--clock"]  # as replay.launch.py runs it
 
 
 def shipped_document() -> dict[str, Any]:
@@ -102,12 +104,13 @@ def test_every_object_level_is_closed_and_requires_all_its_keys() -> None:
     assert {where for where, _ in levels} >= {"(root)", "/**", "/**.ros__parameters", "/**.ros__parameters.qos"}
     for where, schema in levels:
         assert schema.get("additionalProperties") is False, where
-        assert sorted(schema.get("required", [])) == sorted(schema["properties"]), where
+        # Only ROS's own parameters (use_sim_time) are optional: rclpy gives them defaults.
+        assert sorted(schema.get("required", [])) == sorted(set(schema["properties"]) - ROS_OWNED), where
 
 
 def test_every_parameter_is_described_and_typed() -> None:
     specs = parameter_specs()
-    assert len(specs) == 35
+    assert len(specs) == 36
     for name, spec in specs.items():
         assert spec.get("description", "").strip(), name
         assert spec["type"] in {"string", "number", "integer", "boolean", "array"}, name
@@ -298,6 +301,55 @@ def test_settings_with_changes() -> None:
     assert caught.value.keys == ["smoothing.strenght"] and "unknown" in str(caught.value)
 
 
+NUMBER_PARAMETERS = [name for name, spec in parameter_specs().items() if spec["type"] == "number"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", NUMBER_PARAMETERS)
+def test_every_float_parameter_must_be_finite(name: str, value: float) -> None:
+    # Every range check passes NaN (each comparison is false): finiteness is checked on its own.
+    current = NodeSettings.from_nested(load_param_file(SHIPPED))
+    with pytest.raises(ParamsError) as caught:
+        settings_with_changes(current, {name: value})
+    assert caught.value.keys == [name] and "finite" in str(caught.value)
+
+
+def test_every_float_parameter_has_a_finite_range() -> None:
+    for name in NUMBER_PARAMETERS:
+        spec = parameter_specs()[name]
+        assert "maximum" in spec and ("minimum" in spec or "exclusiveMinimum" in spec), name
+
+
+def test_nan_in_a_file_and_a_flooding_period_are_named(tmp_path: Path) -> None:
+    text = SHIPPED.read_text().replace("label_prior: 0.75", "label_prior: .nan")
+    text = text.replace("diagnostics_period_s: 1.0", "diagnostics_period_s: 1.0e-6")
+    path = tmp_path / "nan.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as caught:
+        load_param_file(path)
+    assert caught.value.keys == ["diagnostics_period_s", "smoothing.label_prior"]
+    assert "finite" in caught.value.problems["smoothing.label_prior"]
+
+
+def test_overrides_are_checked_like_the_file() -> None:
+    nested = load_param_file(SHIPPED)
+    assert check_overrides(nested, ["smoothing.strength:=0.5", "cameras:=[front]", "use_sim_time:=true"]
+                           )["smoothing"]["strength"] == 0.5
+    with pytest.raises(ParamsError) as caught:
+        check_overrides(nested, ["max_frame_age_s:=.nan", "smoothing.strenght:=0.1", "noequals", "qos.input_depth:=0"])
+    assert caught.value.keys == ["max_frame_age_s", "noequals", "qos.input_depth", "smoothing.strenght"]
+    assert nested["max_frame_age_s"] == 0.5  # the file's values are not modified
+
+
+def test_use_sim_time_is_rclpys_and_allowed_in_files(tmp_path: Path) -> None:
+    path = tmp_path / "sim.yaml"
+    path.write_text(SHIPPED.read_text().replace("    cameras:", "    use_sim_time: true\n    cameras:", 1))
+    nested = load_param_file(path)
+    assert nested["use_sim_time"] is True and "use_sim_time" not in parameter_specs()
+    settings = NodeSettings.from_nested(nested)
+    assert settings_with_changes(settings, {"use_sim_time": True}) == settings
+
+
 # --- rclpy ----------------------------------------------------------------------------------------
 
 
@@ -466,14 +518,16 @@ def test_node_executable_is_a_console_script() -> None:
 def test_launch_arguments() -> None:
     perception = _declared_arguments(_tree("perception.launch.py"))
     assert set(perception) == {"params_file", "backend", "model_path", "front_image", "rear_image",
-                               "use_fastdds_profile"}
+                               "use_fastdds_profile", "use_sim_time"}
     assert (perception["front_image"], perception["rear_image"]) == ("'/front/image_raw'", "'/rear/image_raw'")
     assert perception["backend"] == perception["model_path"] == "''"  # empty: keep the file's value
     assert perception["use_fastdds_profile"] == "'true'"
     replay = _declared_arguments(_tree("replay.launch.py"))
-    assert set(replay) == {"bag", "rate", "loop", "params_file", "backend", "model_path"}
+    assert set(replay) == {"bag", "rate", "loop", "params_file", "backend", "model_path", "use_sim_time"}
     assert replay["bag"] is None  # required
     assert (replay["rate"], replay["loop"]) == ("'1.0'", "'false'")
+    # Replay follows the bag's time by default; the live launch file follows the system clock.
+    assert (perception["use_sim_time"], replay["use_sim_time"]) == ("'false'", "'true'")
 
 
 def test_launch_files_name_existing_config_files() -> None:

@@ -230,6 +230,32 @@ def test_stats_and_health_levels() -> None:
         stats.drop("front", "gremlins")
 
 
+def test_stamps_ahead_of_the_clock_are_flagged_and_processing_time_kept_apart() -> None:
+    stats = PipelineStats(("front",), clock=lambda: 100.0)
+    health = HealthMonitor("/seg", latency_budget_ms=50.0, no_input_timeout_s=1e9)
+    stats.received("front")
+    stats.processed("front", 12.0, {}, processing_ms=9.0)
+    camera, _ = health.statuses(stats.snapshot(), backend="b", seconds_since_start=1.0)
+    assert camera.level == OK and dict(camera.values)["stamps_ahead_of_clock"] == "0"
+    assert dict(camera.values)["processing_p99_ms"] == "9.00" and dict(camera.values)["latency_p99_ms"] == "12.00"
+    stats.stamp_ahead("front", 3.2e11)
+    camera, _ = health.statuses(stats.snapshot(), backend="b", seconds_since_start=1.0)
+    assert camera.level == WARN and "ahead of the node's clock" in camera.message
+    assert dict(camera.values)["stamps_ahead_of_clock"] == "1"
+    camera, _ = health.statuses(stats.snapshot(), backend="b", seconds_since_start=1.0)
+    assert camera.level == OK  # reported once, as drops are: the count stays in the values
+
+
+@pytest.mark.parametrize("change", [
+    {"smoothing_strength": float("nan")}, {"smoothing_strength": 1.0}, {"smoothing_label_prior": float("inf")},
+    {"smoothing_max_gap_s": 0.0}, {"smoothing_max_gap_s": float("nan")}, {"tracking_iou_threshold": float("nan")},
+    {"tracking_max_misses": -1},
+])
+def test_pipeline_settings_refuse_non_finite_and_out_of_range_values(change: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(change))):
+        PipelineSettings(**change)
+
+
 def test_stamp_synchroniser_pairs_exact_stamps_and_reports_unpaired_images() -> None:
     paired, discarded = [], []
     sync = StampSynchronizer(2, queue_size=2, callback=lambda a, b: paired.append((a, b)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -38,7 +39,9 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def stamp_ns(header: Any) -> int:
-    return header.stamp.sec * 10**9 + header.stamp.nanosec
+    """Of a header, or of a builtin_interfaces/Time itself (a /clock message's ``clock``)."""
+    stamp = getattr(header, "stamp", header)
+    return stamp.sec * 10**9 + stamp.nanosec
 
 
 def source_images(bag: Path) -> dict[tuple[str, int], Any]:
@@ -91,7 +94,7 @@ class LineReader:
 class Listener:
     """In-test subscriptions to image topics; collects messages while `spin_until` runs."""
 
-    def __init__(self, context: Any, topics: list[str], *, reliable: bool = False) -> None:
+    def __init__(self, context: Any, topics: list[str], *, reliable: bool = False, clock: bool = False) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -102,6 +105,13 @@ class Listener:
         self.received: list[tuple[str, Any]] = []
         for topic in topics:
             self.node.create_subscription(Image, topic, lambda msg, t=topic: self.received.append((t, msg)), qos)
+        self.clock: list[int] = []  # /clock in ns, in arrival order
+        if clock:
+            from rosgraph_msgs.msg import Clock
+
+            # Deep and reliable: every tick the player sends is seen, so gaps and reordering would show.
+            self.node.create_subscription(Clock, "/clock", lambda msg: self.clock.append(stamp_ns(msg.clock)),
+                                          QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
 
@@ -315,6 +325,89 @@ def test_bag_problems_name_the_bag(bag: Path, tmp_path: Path, capsys: pytest.Cap
         assert main(["play", *args]) == 2
         err = capsys.readouterr().err
         assert "seg-perception play: error: bag" in err and Path(args[0]).name in err, err
+
+
+def log_times(bag: Path) -> list[int]:
+    """Log times of the messages play publishes by default, in order."""
+    return [log_ns for _, log_ns, _ in read_messages(bag, IMAGES + INFOS)]
+
+
+def assert_clock_follows(clock: list[int], times: list[int], offset_ns: int = 0) -> None:
+    """/clock only moves forward, starts and ends at the bag's first and last time, has a tick at every
+    message's time and ticks between them too, never outside the bag's span."""
+    expected = [t + offset_ns for t in times]
+    assert clock, "no /clock message"
+    assert all(a < b for a, b in itertools.pairwise(clock)), "the clock went backwards or repeated"
+    assert clock[0] == expected[0] and clock[-1] == expected[-1]
+    assert set(expected) <= set(clock), sorted(set(expected) - set(clock))
+    assert len(clock) >= len(set(expected)) + 5  # ticks between messages: 0.25 s of playback at 100 Hz
+
+
+def test_play_clock_follows_the_bag_time_scaled_by_the_rate(bag: Path, ros_context: Any,
+                                                           listener_factory: Callable[..., Listener]) -> None:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    listener = listener_factory(IMAGES, clock=True)
+    # A node on sim time, subscribed as rclpy's time source subscribes (best effort, depth 1).
+    sim = rclpy.create_node("test_sim_time", context=ros_context,
+                            parameter_overrides=[Parameter("use_sim_time", value=True)])
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(sim)
+    times = log_times(bag)
+    try:
+        thread, result = play_in_thread(paths=[bag], rate=2.0, clock_hz=100.0, wait_for_subscribers=10,
+                                        context=ros_context)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (thread.is_alive() or not listener.clock
+                                               or listener.clock[-1] != times[-1]):
+            listener.executor.spin_once(timeout_sec=0.01)
+            executor.spin_once(timeout_sec=0.0)
+        stats = finished(thread, result)
+        for _ in range(20):  # the sim-time node's last callbacks
+            executor.spin_once(timeout_sec=0.01)
+        sim_now = sim.get_clock().now().nanoseconds
+    finally:
+        executor.shutdown()
+        sim.destroy_node()
+
+    assert_clock_follows(listener.clock, times)
+    assert stats.clock_ticks >= len(listener.clock) and stats.published["/front/image_raw"] == FRAMES
+    assert sim_now == times[-1]  # a node with use_sim_time took its time from us
+    # Ticks come every 10 ms of wall time, 20 ms of bag time at rate 2 (more when the machine lags behind).
+    steps_ms = sorted((b - a) / 1e6 for a, b in itertools.pairwise(listener.clock))
+    assert 15 <= steps_ms[len(steps_ms) // 2] <= 60, steps_ms
+
+
+def test_cli_play_clock_follows_restamped_times(bag: Path, tmp_path: Path, processes: Any,
+                                                listener_factory: Callable[..., Listener]) -> None:
+    listener = listener_factory(IMAGES, reliable=True, clock=True)  # images too: --wait-for-subscribers
+    offsets_file = tmp_path / "offsets.json"
+    player = processes.start([*CLI, "play", str(bag), "--clock", "--restamp", "--offsets-file", str(offsets_file),
+                              "--rate", "2", "--reliable", "--wait-for-subscribers", "20"])
+    listener.spin_until(lambda: player.poll() is not None, timeout=60)
+    output = player.stdout.read()
+    assert player.returncode == 0, output
+    times = log_times(bag)
+    listener.spin_until(lambda: bool(listener.clock) and listener.clock[-1] > times[-1], timeout=5)
+
+    (entry,) = json.loads(offsets_file.read_text())["loops"]
+    assert_clock_follows(listener.clock, times, entry["offset_ns"])
+    assert abs(listener.clock[0] - time.time_ns()) < 60 * 10**9  # restamped: about now, not the bag's 1970s
+    # Each image is stamped with a time the clock also said: a sim-time node sees them agree.
+    stamps = {stamp_ns(msg.header) for _, msg in listener.received}
+    assert len(stamps) == FRAMES and stamps <= set(listener.clock)
+    assert "published 24 messages" in output and "/clock" in output
+
+
+def test_play_clock_options_are_checked(bag: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from seg_perception.cli import main
+
+    assert main(["play", str(bag), "--clock-hz", "50"]) == 2
+    assert "--clock-hz sets the rate of --clock; add --clock" in capsys.readouterr().err
+    assert main(["play", str(bag), "--clock", "--clock-hz", "0"]) == 2
+    assert "clock rate must be > 0 Hz" in capsys.readouterr().err
 
 
 def test_record_refuses_an_existing_output(bag: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,7 +104,10 @@ class OnnxRuntimeBackend:
         # off, grouping at 1024x512 took 85 instead of 151 ms on the 2-core machine (docs/BENCHMARKS.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+        except Exception as error:  # onnxruntime's errors (InvalidProtobuf, NoSuchFile, Fail...) share no base class
+            raise BackendError(f"{onnx_path}: ONNX Runtime cannot load it as a graph: {error}") from error
         self.card = _card_from_metadata(onnx_path, self.session.get_modelmeta().custom_metadata_map)
         self.input_size = self.card.input_size
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
@@ -119,8 +122,17 @@ class OnnxRuntimeBackend:
     def read_card(onnx_path: Path | str) -> ModelCard:
         """The model card embedded by `seg-perception export`, without starting a session."""
         import onnx
+        from google.protobuf.message import DecodeError
 
-        proto = onnx.load(str(onnx_path), load_external_data=False)
+        try:
+            proto = onnx.load(str(onnx_path), load_external_data=False)
+        except (OSError, DecodeError) as error:
+            raise BackendError(f"{onnx_path}: not a readable ONNX graph: {error}") from error
+        return OnnxRuntimeBackend.card_of(onnx_path, proto)
+
+    @staticmethod
+    def card_of(onnx_path: Path | str, proto) -> ModelCard:
+        """The model card embedded in an already loaded ``onnx.ModelProto``; ``onnx_path`` names it in errors."""
         return _card_from_metadata(onnx_path, {p.key: p.value for p in proto.metadata_props})
 
     def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,

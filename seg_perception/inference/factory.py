@@ -2,21 +2,27 @@
 
 ``model_path`` is a checkpoint folder (model_card.json + model.safetensors) or an exported .onnx file.
 ONNX Runtime and TensorRT run an ONNX graph; from a checkpoint folder we export one once and keep it
-in a cache keyed by the weights' sha256, the input size and the exporter's format, so a restart is quick.
+in a cache keyed by the weights' sha256 (of the file, checked against the card on every start), what
+else of the card goes into the graph, the input size and the exporter's format, so a restart is quick.
+A cached graph is used only if the card embedded in it names the same weights; otherwise it is exported again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
 
 from seg_perception.inference.backends import Backend, BackendError, OnnxRuntimeBackend, TorchBackend
 from seg_perception.inference.export import export_onnx
-from seg_perception.models.card import ModelCard, ModelCardError, load_card
+from seg_perception.models.card import ModelCard, ModelCardError, load_card, weights_path
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -41,18 +47,59 @@ def default_cache_dir(kind: str) -> Path:
     return base / "seg_perception" / kind
 
 
+def _graph_identity(card: ModelCard, input_size: tuple[int, int]) -> dict:
+    """What of a card shapes its exported graph (not training or metrics, which `eval --record` rewrites)."""
+    return {"arch": card.arch, "instance_head": card.instance_head, "classes": [asdict(c) for c in card.classes],
+            "mean": list(card.mean), "std": list(card.std), "weights_sha256": card.weights_sha256,
+            "input_size": list(input_size)}
+
+
+def _graph_mismatch(path: Path, expected: dict) -> str | None:
+    """Why the graph at ``path`` is not the export of ``expected`` (None when it is)."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+        card = OnnxRuntimeBackend.card_of(path, proto)
+    except (BackendError, OSError, ValueError, DecodeError, onnx.checker.ValidationError) as error:
+        return f"is corrupt or has no valid model card ({type(error).__name__}: {error})"
+    found = _graph_identity(card, card.input_size)
+    if found["weights_sha256"] != expected["weights_sha256"]:
+        return (f"was exported from weights with sha256 {found['weights_sha256'][:16]}..., "
+                f"not {expected['weights_sha256'][:16]}...")
+    differing = [name for name in expected if found[name] != expected[name]]
+    return f"differs from the model card in {', '.join(differing)}" if differing else None
+
+
 def cached_onnx(checkpoint: Path, card: ModelCard, input_size: tuple[int, int], cache_dir: Path) -> Path:
-    """The checkpoint's ONNX graph at ``input_size``, exported on first use."""
-    key = hashlib.sha256(f"{card.weights_sha256}:{input_size}:{_EXPORT_FORMAT}".encode()).hexdigest()[:16]
+    """The checkpoint's ONNX graph at ``input_size``, exported on first use.
+
+    The weights file is hashed first (ModelCardError unless it is the card's), and a cached graph is used only
+    if the card embedded in it names those weights; a stale, foreign or corrupt one is exported again.
+    """
+    weights_path(checkpoint, card)
+    expected = _graph_identity(card, input_size)
+    identity = json.dumps(expected, sort_keys=True)
+    key = hashlib.sha256(f"{identity}:{_EXPORT_FORMAT}".encode()).hexdigest()[:16]
     path = cache_dir / f"{card.arch}-{input_size[0]}x{input_size[1]}-{key}.onnx"
-    if not path.is_file():
-        started = time.perf_counter()
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
+    if path.is_file():
+        problem = _graph_mismatch(path, expected)
+        if problem is None:
+            return path
+        LOG.warning("exporting %s again: the cached graph %s %s", checkpoint, path, problem)
+    started = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    try:
         export_onnx(checkpoint, partial, input_size=input_size)
+        # export_onnx reads the card and weights again: they may have been replaced since the hash above.
+        problem = _graph_mismatch(partial, expected)
+        if problem is not None:
+            raise ModelCardError(f"{checkpoint}: changed while it was exported (the new graph {problem}); "
+                                 "start again once the checkpoint is complete")
         partial.replace(path)  # atomic: a crash never leaves a half-written graph under the final name
-        LOG.warning("exported %s to %s in %.1f s (cached for next time)", checkpoint, path,
-                    time.perf_counter() - started)
+    finally:
+        partial.unlink(missing_ok=True)
+    LOG.warning("exported %s to %s in %.1f s (cached for next time)", checkpoint, path, time.perf_counter() - started)
     return path
 
 

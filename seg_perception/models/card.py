@@ -2,20 +2,25 @@
 
 A checkpoint folder holds ``model.safetensors`` and ``model_card.json``. Loading checks the card
 (format, classes, input size, weights hash) before any weight is touched, then loads strictly.
+The card must carry the sha256 of its weights, and the weights must be a file inside the card's folder:
+whatever runs a checkpoint hashes the file and compares, so a card never vouches for other weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 CARD_FORMAT = "seg_perception.model_card/1"
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
 ARCHITECTURES = ("ddrnet23_slim", "bisenetv2")
+WEIGHTS_SUFFIX = ".safetensors"  # cards name safetensors only: .pt/.pth are pickles, read only when converting
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelCardError(ValueError):
@@ -81,7 +86,10 @@ def card_to_dict(card: ModelCard) -> dict[str, Any]:
 
 
 def save_card(card: ModelCard, path: Path) -> None:
-    path.write_text(json.dumps(card_to_dict(card), indent=2) + "\n")
+    """Write a card; one that would not load again (no weights hash, say) is refused before anything is written."""
+    text = json.dumps(card_to_dict(card), indent=2) + "\n"
+    card_from_dict(json.loads(text), path)  # as load_card will read it: tuples become lists
+    path.write_text(text)
 
 
 def _require(data: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
@@ -131,19 +139,70 @@ def card_from_dict(data: Any, path: Path | str) -> ModelCard:
     return ModelCard(
         arch=arch, instance_head=_require(data, "instance_head", bool, path), classes=tuple(classes),
         input_width=width, input_height=height, mean=tuple(mean), std=tuple(std),
-        weights_file=_require(data, "weights_file", str, path), weights_sha256=data.get("weights_sha256", ""),
-        weights_dtype=data.get("weights_dtype", "float16"), training=data.get("training", {}),
-        metrics=data.get("metrics", {}),
+        weights_file=_check_weights_file(_require(data, "weights_file", str, path), path),
+        weights_sha256=_check_sha256(data, path), weights_dtype=data.get("weights_dtype", "float16"),
+        training=data.get("training", {}), metrics=data.get("metrics", {}),
     )
 
 
-def weights_path(card_path: Path | str, card: ModelCard) -> Path:
-    """The weights file a card names, checked against the card's sha256."""
+def _check_sha256(data: dict, path: Path | str) -> str:
+    if "weights_sha256" not in data:
+        raise ModelCardError(f"{path}: missing key 'weights_sha256' (the sha256 of the weights file); "
+                             "a card without it cannot vouch for any weights")
+    value = data["weights_sha256"]
+    if not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
+        raise ModelCardError(f"{path}: 'weights_sha256' must be 64 hex digits (a sha256), got {value!r}")
+    return value.lower()
+
+
+def _check_weights_file(value: str, path: Path | str) -> str:
+    """A relative ``.safetensors`` path that stays inside the card's folder (checked before any file is touched)."""
+    name = PurePosixPath(value)
+    if not value or name.is_absolute() or ".." in name.parts or name.suffix != WEIGHTS_SUFFIX:
+        raise ModelCardError(f"{path}: weights_file {value!r} must be a relative path to a {WEIGHTS_SUFFIX} file "
+                             "inside the checkpoint folder (no absolute path, no '..')")
+    return value
+
+
+def card_file_of(card_path: Path | str) -> Path:
+    """The card file of a checkpoint folder, or the card file itself."""
     card_path = Path(card_path)
-    folder = card_path if card_path.is_dir() else card_path.parent
-    path = folder / card.weights_file
-    if not path.is_file():
-        raise ModelCardError(f"{folder / CARD_FILE}: names weights {card.weights_file!r}, which is missing")
-    if card.weights_sha256 and sha256_of(path) != card.weights_sha256:
-        raise ModelCardError(f"{path}: sha256 differs from the model card's; the weights are not the card's")
+    return card_path / CARD_FILE if card_path.is_dir() else card_path
+
+
+def locate_weights(card_path: Path | str, card: ModelCard) -> Path:
+    """The weights file a card names: a regular file inside the card's folder, or ModelCardError.
+
+    Returns the resolved path, so a symlink swapped after this check still cannot redirect the read.
+    """
+    card_file = card_file_of(card_path)
+    _check_weights_file(card.weights_file, card_file)  # cards built in code have not been through card_from_dict
+    folder = card_file.parent.resolve()
+    path = card_file.parent / card.weights_file
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder):
+        raise ModelCardError(f"{card_file}: weights_file {card.weights_file!r} resolves to {resolved}, "
+                             f"outside the checkpoint folder {folder}")
+    if not resolved.exists():
+        raise ModelCardError(f"{card_file}: names weights {card.weights_file!r}, which is missing")
+    if not resolved.is_file():
+        raise ModelCardError(f"{card_file}: weights_file {card.weights_file!r} is not a regular file")
+    return resolved
+
+
+def check_weights_sha256(card_path: Path | str, weights: Path, actual: str, card: ModelCard) -> None:
+    """ModelCardError unless ``actual`` (the hash of the bytes about to be used) is the card's."""
+    if actual != card.weights_sha256:
+        raise ModelCardError(f"{weights}: sha256 {actual[:16]}... differs from {card_file_of(card_path)}'s "
+                             f"weights_sha256 {card.weights_sha256[:16]}...; the weights are not the card's")
+
+
+def weights_path(card_path: Path | str, card: ModelCard) -> Path:
+    """The weights file a card names, located (see ``locate_weights``) and hashed against the card's sha256."""
+    path = locate_weights(card_path, card)
+    try:
+        actual = sha256_of(path)
+    except OSError as error:
+        raise ModelCardError(f"{path}: weights not readable: {error.strerror or error}") from error
+    check_weights_sha256(card_path, path, actual, card)
     return path

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,19 +39,43 @@ def save_weights(model: nn.Module, path: str | Path, *, fp16: bool) -> None:
     save_file(tensors, str(path), metadata={"format": "pt", "dtype": "float16" if fp16 else "float32"})
 
 
+def _not_safetensors(path: str | Path, error: Exception) -> WeightsError:
+    # The library's own message ("header too large") names neither the file nor what it wanted.
+    return WeightsError(f"{path}: not a safetensors file ({error}); expected weights in the safetensors format "
+                        f"(a pickle, a .pt checkpoint or a truncated download is not one)")
+
+
+def state_dict_from_bytes(data: bytes, *, source: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of safetensors bytes already read (and hashed) by the caller; ``source`` names them in errors."""
+    try:
+        return load_safetensors_bytes(data)
+    except SafetensorError as error:
+        raise _not_safetensors(source, error) from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a ``.pt``/``.pth`` checkpoint (a ``"state_dict"`` entry is unwrapped)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        return load_file(str(path), device="cpu")
-    if suffix not in TORCH_SUFFIXES:
+    if suffix not in (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES):
         expected = ", ".join((SAFETENSORS_SUFFIX, *TORCH_SUFFIXES))
         raise WeightsError(f"{path}: unknown weights format; expected one of {expected}")
+    if not path.is_file():  # a directory reads as "No such device", naming nothing
+        raise WeightsError(f"{path}: no such weights file")
+    if suffix == SAFETENSORS_SUFFIX:
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as error:
+            raise _not_safetensors(path, error) from None
+        except OSError as error:
+            raise WeightsError(f"{path}: weights not readable: {error}") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise WeightsError(f"{path}: not a plain tensor checkpoint (refused to unpickle objects): {error}") from error
+    except (EOFError, KeyError, RuntimeError, OSError) as error:  # empty, text, truncated zip
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error}); "
+                           f"expected a file written by torch.save") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]  # training checkpoints wrap the weights next to epoch/optimizer entries
     if not isinstance(loaded, Mapping):

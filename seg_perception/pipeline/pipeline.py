@@ -6,6 +6,7 @@ The ROS node, ``seg-perception eval`` on bags and the benchmark all run this sam
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class CameraFrame:
     stamp_ns: int  # the image header's stamp
     frame_id: str
     receive_ns: int = 0  # when it arrived, on the stamp's clock (0 when unknown, e.g. bag replay)
+    receive_steady_ns: int = 0  # when it arrived, on the steady clock (time.monotonic_ns; 0 when unknown)
     header: Any = None  # the original ROS header, copied to every output (None outside ROS)
 
 
@@ -73,8 +75,24 @@ class PipelineSettings:
     tracking_max_misses: int = 2
 
     def __post_init__(self) -> None:
+        # Checked whole before anything is applied: a live change is taken entirely or not at all.
         if self.output_resolution not in OUTPUT_RESOLUTIONS:
             raise ValueError(f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {self.output_resolution!r}")
+        _check_finite_range("smoothing_strength", self.smoothing_strength, 0.0, 1.0, high_open=True)
+        _check_finite_range("smoothing_label_prior", self.smoothing_label_prior, 0.0, math.inf)
+        _check_finite_range("smoothing_max_gap_s", self.smoothing_max_gap_s, 0.0, math.inf, low_open=True)
+        _check_finite_range("tracking_iou_threshold", self.tracking_iou_threshold, 0.0, 1.0)
+        if self.tracking_max_misses < 0:
+            raise ValueError(f"tracking_max_misses must be >= 0, got {self.tracking_max_misses}")
+
+
+def _check_finite_range(name: str, value: float, low: float, high: float, *, low_open: bool = False,
+                        high_open: bool = False) -> None:
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
 
 
 def role_lookup_tables(mapping: RoleMapping) -> dict[str, np.ndarray]:

@@ -26,7 +26,10 @@ class _Camera:
     dropped: Counter[str] = field(default_factory=Counter)
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # monotonic seconds
     outputs: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
-    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # stamp age at publication
+    processing_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # steady clock, arrival on
+    stamps_ahead: int = 0  # frames stamped ahead of the node's clock
+    max_stamp_ahead_ms: float = 0.0
     stage_ms: dict[str, deque[float]] = field(default_factory=dict)
     last_error: str = ""
 
@@ -43,6 +46,10 @@ class CameraSnapshot:
     latency_p50_ms: float | None
     latency_p90_ms: float | None
     latency_p99_ms: float | None
+    processing_p50_ms: float | None
+    processing_p99_ms: float | None
+    stamps_ahead: int
+    max_stamp_ahead_ms: float
     stage_p50_ms: dict[str, float]
     last_error: str
 
@@ -77,12 +84,24 @@ class PipelineStats:
             if detail:
                 entry.last_error = f"{reason}: {detail}"
 
-    def processed(self, camera: str, end_to_end_ms: float, stages_ms: Mapping[str, float]) -> None:
+    def stamp_ahead(self, camera: str, ahead_ms: float) -> None:
+        """A frame whose stamp was ahead of the node's clock on arrival (its stamp ages are clamped to 0)."""
+        with self._lock:
+            entry = self._cameras[camera]
+            entry.stamps_ahead += 1
+            entry.max_stamp_ahead_ms = max(entry.max_stamp_ahead_ms, ahead_ms)
+
+    def processed(self, camera: str, end_to_end_ms: float, stages_ms: Mapping[str, float],
+                  processing_ms: float | None = None) -> None:
+        """``end_to_end_ms``: stamp to publication on the stamp's clock; ``processing_ms``: arrival to
+        publication on the steady clock (None when the arrival is unknown)."""
         with self._lock:
             entry = self._cameras[camera]
             entry.processed += 1
             entry.outputs.append(self._clock())
             entry.latency_ms.append(end_to_end_ms)
+            if processing_ms is not None:
+                entry.processing_ms.append(processing_ms)
             for stage, value in stages_ms.items():
                 entry.stage_ms.setdefault(stage, deque(maxlen=WINDOW)).append(value)
 
@@ -99,7 +118,7 @@ class PipelineStats:
 
     def _snapshot(self, name: str, entry: _Camera, now: float) -> CameraSnapshot:
         span = min(RATE_WINDOW_S, max(now - self._started, 1e-3))
-        latency = list(entry.latency_ms)
+        latency, processing = list(entry.latency_ms), list(entry.processing_ms)
         return CameraSnapshot(
             camera=name, received=entry.received, processed=entry.processed, dropped=dict(entry.dropped),
             input_hz=sum(1 for t in entry.arrivals if now - t <= span) / span,
@@ -107,6 +126,8 @@ class PipelineStats:
             seconds_since_input=now - entry.arrivals[-1] if entry.arrivals else None,
             latency_p50_ms=percentile(latency, 50), latency_p90_ms=percentile(latency, 90),
             latency_p99_ms=percentile(latency, 99),
+            processing_p50_ms=percentile(processing, 50), processing_p99_ms=percentile(processing, 99),
+            stamps_ahead=entry.stamps_ahead, max_stamp_ahead_ms=entry.max_stamp_ahead_ms,
             stage_p50_ms={stage: float(np.median(values)) for stage, values in entry.stage_ms.items() if values},
             last_error=entry.last_error)
 

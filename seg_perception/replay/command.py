@@ -1,9 +1,21 @@
-"""`seg-perception eval BAG...` glue: node parameters -> replay config -> report folder -> summary."""
+"""`seg-perception eval BAG...` glue: node parameters -> replay config -> report folder -> summary.
+
+The report folder never shows a result that is not one: everything is written into a staging folder inside
+``--out`` and moved to its final name only when the whole run succeeded (report.json last). A failure or an
+interruption (SIGINT, SIGTERM) removes what the run created, the staging folder and any folder it made.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,10 +75,117 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor with --live (default 1.0)")
 
 
+STAGING_PREFIX = "unfinished-eval-"  # a run that was killed (SIGKILL, power) leaves this name behind
+
+
+class OutputFolder:
+    """``--out`` of one eval run: checked writable before any work, filled through a staging folder."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.created: list[Path] = []  # folders this run made, outermost first
+        self.staging: Path | None = None
+        self.committed = False
+
+    def prepare(self) -> Path:
+        """Create ``out`` if needed and a staging folder in it (which proves it writable); the staging folder.
+
+        ValueError (a refusal, exit 2) naming the folder when it is a file, not empty, or not writable."""
+        out = self.out
+        try:
+            if out.exists():
+                if not out.is_dir():
+                    raise ValueError(f"--out {out}: a file, not a folder")
+                self._refuse_if_not_empty()
+            else:
+                self._create()
+            self.staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        except OSError as error:
+            self.abort()
+            if error.errno is None:  # our own FileExistsError: not empty
+                raise
+            raise ValueError(f"--out {out}: not writable: {error.strerror or error}") from error
+        except ValueError:
+            self.abort()
+            raise
+        return self.staging
+
+    def _refuse_if_not_empty(self) -> None:
+        entries = sorted(entry.name for entry in self.out.iterdir())
+        if not entries:
+            return
+        unfinished = [name for name in entries if name.startswith(STAGING_PREFIX)]
+        why = f" (an unfinished run left {unfinished[0]})" if unfinished else ""
+        raise FileExistsError(f"{self.out} is not empty{why}; choose another --out or remove it")
+
+    def _create(self) -> None:
+        missing = []
+        folder = self.out
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        if not folder.is_dir():  # fails for root too, unlike permissions
+            raise ValueError(f"--out {self.out}: cannot be created: {folder} is a file, not a folder")
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError as error:
+                raise ValueError(f"--out {self.out}: cannot create {folder}: {error.strerror or error}") from error
+            self.created.append(folder)
+
+    def commit(self) -> None:
+        """Move the staged outputs to their final names, report.json last: once it is there, the run is complete."""
+        assert self.staging is not None
+        names = sorted(os.listdir(self.staging), key=lambda name: name == "report.json")
+        for name in names:
+            os.replace(self.staging / name, self.out / name)
+        self.staging.rmdir()
+        self.committed = True
+
+    def abort(self) -> str:
+        """Remove what this run created (never what was there before); says what was removed."""
+        if self.committed:
+            return ""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):  # someone else put something in it: theirs to keep
+                folder.rmdir()
+        if self.created and not self.created[0].exists():
+            return f"removed {self.created[0]}"
+        return f"removed its unfinished outputs from {self.out}" if self.staging is not None else ""
+
+    def shown(self, path: str | None) -> str | None:
+        """A path inside the staging folder as it will be named after ``commit``."""
+        if path is None or self.staging is None:
+            return path
+        try:
+            return str(self.out / Path(path).relative_to(self.staging))
+        except ValueError:
+            return path
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the run like a Ctrl-C (KeyboardInterrupt), so it too cleans up after itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from seg_perception.inference.factory import BackendRequest
-    from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
-    from seg_perception.replay.report import OverlayVideo
+    """The whole `eval BAG...` run; refusals (ValueError and kin) come before anything is created."""
+    from seg_perception.replay.evaluate import check_bags
+    from seg_perception.ros_io.environment import resolve_model_path
 
     if args.live:
         # One node per bag, fed in real time: sharding, offline videos and frame limits do not apply.
@@ -80,12 +199,42 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
         # Frames from parallel workers arrive unordered and in other processes: no single video to write.
         raise ValueError("--video needs one process; drop --workers or run the video separately")
     settings, node_settings = pipeline_settings_from_params(args.params)
+    model_path = resolve_model_path(args.model)  # as the node finds it: from any directory
+    check_bags(args.bags, tuple(c for c in args.cameras.split(",") if c))
+    folder = OutputFolder(args.out)
+    try:
+        with sigterm_interrupts():
+            staging = folder.prepare()
+            return _run_in(staging, folder, args, settings, node_settings, model_path)
+    except KeyboardInterrupt:
+        removed = folder.abort()
+        left = (f"its outputs in {args.out} were complete already" if folder.committed
+                else removed or "nothing was written")
+        print(f"seg-perception eval: interrupted; {left}", file=sys.stderr)
+        raise
+    except OSError as error:
+        removed = folder.abort()
+        if error.errno is None:  # one of ours (FileNotFoundError naming a folder): a refusal, exit 2
+            raise
+        # The system refused a write (disk full, say) mid-run: one line, no traceback.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"seg-perception eval: error: {where}{error.strerror or error}{'; ' + removed if removed else ''}",
+              file=sys.stderr)
+        raise SystemExit(1) from error
+    except BaseException:
+        folder.abort()
+        raise
+
+
+def _run_in(staging: Path, folder: OutputFolder, args: argparse.Namespace, settings: PipelineSettings,
+            node_settings: NodeSettings, model_path: Path) -> dict[str, Any]:
+    from seg_perception.inference.factory import BackendRequest
+    from seg_perception.replay.evaluate import ReplayConfig, evaluate_bags
+    from seg_perception.replay.report import OverlayVideo
+
     input_size = args.input_size or node_settings.input_size  # as the node would run; None: the card's
-    out: Path = args.out
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; choose another --out or remove it")
-    out.mkdir(parents=True, exist_ok=True)
-    model = BackendRequest(model_path=args.model, backend=args.backend, precision=args.precision,
+    out = staging
+    model = BackendRequest(model_path=model_path, backend=args.backend, precision=args.precision,
                            device="cpu" if args.device == "auto" else args.device, intra_op_threads=args.threads,
                            input_size=input_size)
     config = ReplayConfig(
@@ -102,11 +251,22 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
             report, acc = evaluate_live(args.bags, config, params=args.params, out=out, rate=args.rate,
                                         command=command)
         except RuntimeError as error:  # a child failed; its log tail is in the message, a traceback adds nothing
-            print(f"seg-perception eval --live: error: {error}", file=sys.stderr)
+            removed = folder.abort()
+            print(f"seg-perception eval --live: error: {error}{'; ' + removed if removed else ''}", file=sys.stderr)
             raise SystemExit(1) from error
     else:
         report, acc = evaluate_bags(args.bags, config, workers=args.workers, command=command, video=video)
-    return finish_report(out, report, acc, video)
+    for bag in report["bags"]:  # the report names the output bags where they will be, not where they are staged
+        bag["output_bag"] = folder.shown(bag["output_bag"])
+    report = finish_report(out, report, acc, video)
+    # Signals wait while the outputs move: a run is either complete or removed, never half moved.
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        folder.commit()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+    return report
 
 
 def finish_report(out: Path, report: dict[str, Any], acc: Any, video: Any = None) -> dict[str, Any]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -29,7 +30,7 @@ import numpy as np
 from rosbags.highlevel import AnyReaderError
 from tqdm import tqdm
 
-from seg_perception.bags.reader import BagError, open_bag
+from seg_perception.bags.reader import BagError
 from seg_perception.bags.writer import BagWriter
 from seg_perception.datasets.cityscapes import find_samples, load_sample, sample_stem
 from seg_perception.datasets.synthetic import city_name
@@ -40,6 +41,7 @@ from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCard
 from seg_perception.pipeline.pipeline import STAGES, CameraFrame, FrameResult, PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for
+from seg_perception.replay.inputs import first_line, open_input_bag
 from seg_perception.replay.report import REPORT_FORMAT, OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
@@ -193,6 +195,26 @@ def select_cameras(connections, wanted: Sequence[str], bag: Path) -> dict[str, s
     return chosen
 
 
+def cameras_with_messages(connections, wanted: Sequence[str], bag: Path) -> tuple[dict[str, str], int]:
+    """``select_cameras`` and the number of image messages on them; BagError when there are none."""
+    cameras = select_cameras(connections, wanted, bag)
+    topics = set(cameras.values())
+    total = sum(c.msgcount for c in connections if c.topic in topics)
+    if total == 0:
+        raise BagError(f"bag {bag}: the camera topics {', '.join(sorted(topics))} hold no messages")
+    return cameras, total
+
+
+def check_bags(paths: Sequence[Path], cameras: Sequence[str] = ()) -> None:
+    """Every bag opens and has the cameras asked for, with images: a bad last bag is refused before the first
+    is replayed, not after an hour of work."""
+    if not paths:
+        raise BagError("no bag given")
+    for path in map(Path, paths):
+        with open_input_bag(path) as reader:
+            cameras_with_messages(reader.connections, cameras, path)
+
+
 def tc_inputs(image: np.ndarray, labels: np.ndarray, max_width: int) -> tuple[np.ndarray, np.ndarray]:
     """Image and labels at the labels' aspect, at most ``max_width`` wide: the size TC's optical flow runs at."""
     width = min(max_width, labels.shape[1])
@@ -208,8 +230,9 @@ class _BagReplay:
     """One bag through one pipeline, into one accumulator (and an output bag, an overlay video)."""
 
     def __init__(self, path: Path, config: ReplayConfig, backend, card: ModelCard, acc: EvalAccumulator,
-                 video: Any = None) -> None:
+                 video: Any = None, output_name: str | None = None) -> None:
         self.path, self.config, self.backend, self.card, self.acc, self.video = path, config, backend, card, acc, video
+        self.output_name = output_name or output_names([path])[0]
         roles = role_mapping_for(card.class_names, card.thing_ids, config.roles_config)
         self.pipeline = PerceptionPipeline(backend, card, roles, config.pipeline)
         self.meters: dict[str, TemporalConsistencyMeter] = {}
@@ -230,18 +253,28 @@ class _BagReplay:
     def run(self) -> None:
         started = time.perf_counter()
         try:
-            with open_bag(self.path) as reader:
+            with open_input_bag(self.path) as reader:
                 self._replay(reader)
-        except (AnyReaderError, OSError) as error:  # e.g. a truncated file, detected while reading on
-            raise BagError(f"bag {self.path}: unreadable after some messages: {error}") from error
         finally:
             if self.writer is not None:
                 self.writer.__exit__(None, None, None)
         self.acc.wall_s += time.perf_counter() - started
 
+    def _messages(self, reader, connections) -> Iterator[tuple[Any, int, bytes]]:
+        """The bag's messages; reading errors (e.g. a truncated file) name the bag, errors of ours (writing the
+        output bag, say) pass through the caller's loop untouched."""
+        count = 0
+        try:
+            for item in reader.messages(connections=connections):
+                count += 1
+                yield item
+        except (AnyReaderError, OSError, ValueError, KeyError) as error:
+            where = f"after {count} messages" if count else "before its first message"
+            raise BagError(f"bag {self.path}: unreadable {where}: {first_line(error)}") from error
+
     def _replay(self, reader) -> None:
         connections = reader.connections
-        cameras = select_cameras(connections, self.config.cameras, self.path)
+        cameras, total = cameras_with_messages(connections, self.config.cameras, self.path)
         topics = {c.topic for c in connections}
         label_topics = {}
         for camera, topic in cameras.items():
@@ -251,9 +284,6 @@ class _BagReplay:
             label_topics.update({f"{namespace}/labels/{k}": (camera, k) for k in kinds})
         image_topics = {topic: camera for camera, topic in cameras.items()}
         wanted = [c for c in connections if c.topic in image_topics or c.topic in label_topics]
-        total = sum(c.msgcount for c in wanted if c.topic in image_topics)
-        if total == 0:
-            raise BagError(f"bag {self.path}: the camera topics {', '.join(sorted(image_topics))} hold no messages")
         if self.config.max_frames:
             total = min(total, self.config.max_frames)
         label_source = "topics" if label_topics else None
@@ -268,7 +298,7 @@ class _BagReplay:
         per_camera = total // len(cameras)
         self.overlay_every = max(1, per_camera // max(1, self.config.overlay_samples))
         if self.config.output_dir is not None:
-            out = self.config.output_dir / "bags" / self.path.stem.removesuffix(".mcap")
+            out = self.config.output_dir / "bags" / self.output_name
             out.parent.mkdir(parents=True, exist_ok=True)
             if out.exists():
                 raise FileExistsError(f"output bag {out} exists; remove it or choose another --out")
@@ -276,20 +306,20 @@ class _BagReplay:
             self.types = MessageTypes.rosbags(self.writer.typestore)
             info.output_bag = str(out)
 
-        progress = tqdm(total=total, desc=self.path.name, unit="frame", disable=not self.config.show_progress)
         seen = 0
-        for connection, log_ns, raw in reader.messages(connections=wanted):
-            if connection.topic in image_topics:
-                if self.config.max_frames and seen >= self.config.max_frames:
-                    break
-                seen += 1
-                progress.update()
-                self._image(reader, connection, image_topics[connection.topic], log_ns, raw, info)
-            else:
-                camera, kind = label_topics[connection.topic]
-                self._label(reader, connection, camera, kind, log_ns, raw)
-        self._flush()
-        progress.close()
+        # Closed however the replay ends: a bar drawn after an error or "interrupted" garbles that line.
+        with tqdm(total=total, desc=self.path.name, unit="frame", disable=not self.config.show_progress) as progress:
+            for connection, log_ns, raw in self._messages(reader, wanted):
+                if connection.topic in image_topics:
+                    if self.config.max_frames and seen >= self.config.max_frames:
+                        break
+                    seen += 1
+                    progress.update()
+                    self._image(reader, connection, image_topics[connection.topic], log_ns, raw, info)
+                else:
+                    camera, kind = label_topics[connection.topic]
+                    self._label(reader, connection, camera, kind, log_ns, raw)
+            self._flush()
         info.frames = seen
 
     def _image(self, reader, connection, camera: str, log_ns: int, raw: bytes, info: BagInfo) -> None:
@@ -365,8 +395,8 @@ class _BagReplay:
         for name, message in image_outputs(result, self.config.outputs, frame.header, self.types).items():
             self.writer.write(topic + name, message, frame.stamp_ns)
         if "latency" in self.config.outputs:
-            times = LatencyTimes(receive_ns=frame.stamp_ns, picked_ns=frame.stamp_ns,
-                                 published_ns=frame.stamp_ns + int(processing_ms * 1e6), publish_ms=0.0,
+            times = LatencyTimes(receive_ns=frame.stamp_ns, published_ns=frame.stamp_ns + int(processing_ms * 1e6),
+                                 queue_ms=0.0, processing_ms=processing_ms, publish_ms=0.0,
                                  frames_received=self.acc.frames["received"],
                                  frames_processed=self.acc.frames["processed"],
                                  frames_dropped=self.acc.frames["decode_failures"])
@@ -429,6 +459,18 @@ class _BagReplay:
             prediction=semantic, ground_truth=None if truth is None else truth.astype(np.uint8)))
 
 
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """Output bag names, one per input: the input's name, numbered from the second of the same name on
+    (day1/drive and day2/drive both in one run must not meet at bags/drive after the first is done)."""
+    seen: Counter[str] = Counter()
+    names = []
+    for path in map(Path, paths):
+        stem = path.stem.removesuffix(".mcap")
+        seen[stem] += 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
 def _storage(path: Path) -> str:
     if path.is_dir():
         return "mcap" if any(path.glob("*.mcap")) else "sqlite3" if any(path.glob("*.db3")) else "unknown"
@@ -444,38 +486,56 @@ def _open(config: ReplayConfig, threads: int | None = None):
 
 
 def evaluate_bag(path: Path, config: ReplayConfig, *, backend=None, card: ModelCard | None = None,
-                 video: Any = None) -> EvalAccumulator:
-    """One bag; opens the backend itself unless given one (e.g. from a Ray task, a worker process)."""
+                 video: Any = None, output_name: str | None = None) -> EvalAccumulator:
+    """One bag; opens the backend itself unless given one (e.g. from a Ray task, a worker process).
+    ``output_name``: of the output bag under ``config.output_dir/bags`` (default: the bag's name)."""
     if backend is None or card is None:
         backend, card = _open(config)
     acc = EvalAccumulator(class_names=card.class_names, thing_ids=card.thing_ids)
-    _BagReplay(Path(path), config, backend, card, acc, video).run()
+    _BagReplay(Path(path), config, backend, card, acc, video, output_name).run()
     return acc
 
 
-def _worker(args: tuple[Path, ReplayConfig, int]) -> EvalAccumulator:
-    path, config, threads = args
+def _worker_signals() -> None:
+    # A Ctrl-C reaches the whole process group: the parent alone decides, and terminates the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # terminate() sends SIGTERM; exiting through Python runs multiprocessing's finalizers, so the resource
+    # tracker has no "leaked semaphore" (tqdm's lock) to warn about.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def _worker(args: tuple[Path, ReplayConfig, int, str]) -> EvalAccumulator:
+    path, config, threads, name = args
     backend, card = _open(config, threads)
-    return evaluate_bag(path, config, backend=backend, card=card)
+    return evaluate_bag(path, config, backend=backend, card=card, output_name=name)
 
 
 def evaluate_bags(paths: Sequence[Path], config: ReplayConfig, *, workers: int = 1, command: Sequence[str] = (),
                   video: Any = None, progress: Callable[[str], None] = print) -> tuple[dict[str, Any], EvalAccumulator]:
     """The merged report of all bags, and the accumulator behind it (for plots)."""
-    if not paths:
-        raise BagError("no bag given")
+    check_bags(paths, config.cameras)
+    names = output_names(paths)
     started = time.perf_counter()
     backend, card = _open(config)
     if workers <= 1 or len(paths) == 1:
         total = EvalAccumulator(class_names=card.class_names, thing_ids=card.thing_ids)
-        for path in paths:
-            total.merge(evaluate_bag(Path(path), config, backend=backend, card=card, video=video))
+        for path, name in zip(paths, names, strict=True):
+            total.merge(evaluate_bag(Path(path), config, backend=backend, card=card, video=video, output_name=name))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         quiet = replace(config, show_progress=False)
-        # spawn, not fork: ONNX Runtime and torch thread pools do not survive a fork
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            parts = list(pool.map(_worker, [(Path(p), quiet, threads) for p in paths]))
+        # spawn, not fork: ONNX Runtime and torch thread pools do not survive a fork. A Pool, not a
+        # ProcessPoolExecutor: on an interruption or a failed bag, terminate() stops the other bags at once.
+        pool = get_context("spawn").Pool(workers, initializer=_worker_signals)
+        try:
+            parts = pool.map(_worker, [(Path(p), quiet, threads, n) for p, n in zip(paths, names, strict=True)],
+                             chunksize=1)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
         total = parts[0]
         for part in parts[1:]:
             total.merge(part)

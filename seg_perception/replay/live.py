@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from seg_perception.bags.reader import BagError, bag_topics, open_bag, read_messages
+from seg_perception.bags.reader import BagError, bag_topics, read_messages
 from seg_perception.evaluation.temporal import TemporalConsistencyMeter
 from seg_perception.models.card import ModelCard
 from seg_perception.replay.evaluate import (
@@ -39,9 +39,11 @@ from seg_perception.replay.evaluate import (
     EvalAccumulator,
     ReplayConfig,
     _storage,
+    output_names,
     select_cameras,
     tc_inputs,
 )
+from seg_perception.replay.inputs import open_input_bag
 from seg_perception.replay.report import OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import ROLE_OUTPUTS
@@ -159,7 +161,7 @@ class _BagPlan:
 
 
 def _plan(path: Path, config: ReplayConfig, stem: str) -> _BagPlan:
-    with open_bag(path) as reader:
+    with open_input_bag(path) as reader:
         cameras = select_cameras(reader.connections, config.cameras, path)
         duration_s = reader.duration / 1e9
         types = {c.topic: c.msgtype for c in reader.connections}
@@ -480,13 +482,12 @@ def evaluate_live(bags: Sequence[Path], config: ReplayConfig, *, params: Path | 
     live.mkdir(parents=True, exist_ok=True)
     card = _card(_model_path(config))
     acc = EvalAccumulator(class_names=card.class_names, thing_ids=card.thing_ids)
-    stems: Counter[str] = Counter()
+    # Every bag planned (and so checked) before the first plays: a bad last bag fails now, not after the others.
+    plans = [_plan(Path(path), config, stem) for path, stem in zip(bags, output_names(bags), strict=True)]
     backend = ""
     started = time.perf_counter()
-    for path in map(Path, bags):
-        stem = path.name.removesuffix(".mcap").removesuffix(".db3")
-        stems[stem] += 1
-        plan = _plan(path, config, stem if stems[stem] == 1 else f"{stem}_{stems[stem]}")  # same names elsewhere
+    for plan in plans:
+        path = plan.path
         recording = _run_bag(plan, config, params, live, rate, startup_timeout_s)
         acc.wall_s += recording.play_s
         received_before, processed_before = acc.frames["received"], acc.frames["processed"]

@@ -3,6 +3,13 @@
 Messages go out as the bag stores them (serialised CDR handed to ``Publisher.publish(bytes)``), so
 playback costs no (de)serialisation unless ``restamp`` asks for new header stamps. Message ``i`` of a
 bag is published at ``start + (log_time_i - first_log_time) / rate`` on the monotonic clock.
+
+With ``clock_hz`` the player is a ROS time source, as ``ros2 bag play --clock``: ``/clock`` carries the bag's
+log time as playback reaches it, ``first_log_time + (now - start) * rate`` (plus the restamp offset, so that
+it follows restamped stamps), published every ``1 / clock_hz`` s and right before each message at exactly
+its log time, so a node on sim time never gets a message stamped ahead of its clock. Within a pass it only
+moves forward (it never passes the next message's log time); a new pass starts it again at that pass's first
+message.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from typing import Any
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys.store import Typestore
 
-from seg_perception.bags.reader import BagError, open_bag
+from seg_perception.bags.reader import BagError
 from seg_perception.bags.typestore import project_typestore
+from seg_perception.replay.inputs import open_input_bag
 from seg_perception.ros_io.stamps import sec_nanosec, stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+CLOCK_TOPIC = "/clock"
+DEFAULT_CLOCK_HZ = 100.0
 HEADER_TYPE = "std_msgs/msg/Header"
 RELIABILITIES = ("best_effort", "reliable")
 # After every image topic has a subscriber (wait_for_subscribers), before the first message.
@@ -45,6 +55,7 @@ class PlayStats:
     loops: int = 0  # complete passes over all bags
     duration_s: float = 0.0  # from the first message to the end, without set-up and waiting for subscribers
     offsets: list[dict[str, Any]] = field(default_factory=list)  # as in the offsets file, when restamping
+    clock_ticks: int = 0  # /clock messages published (not in ``published``: they are not the bag's)
 
     @property
     def total(self) -> int:
@@ -137,7 +148,7 @@ def parse_remaps(rules: Sequence[str]) -> dict[str, str]:
 
 
 def _plan(bags: ExitStack, path: Path, topics: Sequence[str] | None) -> _BagPlan:
-    reader = bags.enter_context(open_bag(path))
+    reader = bags.enter_context(open_input_bag(path))
     types = {conn.topic: conn.msgtype for conn in reader.connections}
     counts: dict[str, int] = {}
     for conn in reader.connections:
@@ -200,7 +211,7 @@ def play_bags(
     paths: Sequence[Path], *, topics: Sequence[str] | None = None, rate: float = 1.0, loop: bool = False,
     restamp: bool = False, remap: Mapping[str, str] | None = None, qos_reliability: str = "best_effort",
     wait_for_subscribers: float = 0.0, offsets_file: Path | None = None, context: Any | None = None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, clock_hz: float | None = None,
 ) -> PlayStats:
     """Publish the bags' messages one bag after the other, in real time scaled by ``rate``.
 
@@ -208,7 +219,9 @@ def play_bags(
     ``restamp``: shift header stamps so that a pass starts at the wall-clock time; the offset of every
     pass goes to ``offsets_file`` (``{"loops": [{"offset_ns", "started_ns", "loop", "bag"}]}``) so that
     ``bag stamp = published stamp - offset_ns``. Without it headers are published untouched.
-    ``wait_for_subscribers``: seconds to wait for a subscriber on every image topic (0: start at once).
+    ``wait_for_subscribers``: seconds to wait for a subscriber on every image topic, and on /clock with
+    ``clock_hz`` (0: start at once).
+    ``clock_hz``: publish /clock (rosgraph_msgs/Clock) following the bag's time at this rate (module doc).
     ``loop`` repeats until ``stop`` is set, SIGINT or SIGTERM (in the main thread; both also end a
     single pass early). Raises BagError naming the bag for missing, unreadable or topic-less bags.
     """
@@ -220,6 +233,8 @@ def play_bags(
         raise ValueError("no bag to play")
     if offsets_file is not None and not restamp:
         raise ValueError("an offsets file is written only when restamping; add restamp (--restamp)")
+    if clock_hz is not None and not (clock_hz > 0 and clock_hz != float("inf")):
+        raise ValueError(f"clock rate must be > 0 Hz, got {clock_hz}")
     remap = dict(remap or {})
     stop = stop if stop is not None else threading.Event()
     stats = PlayStats()
@@ -228,7 +243,8 @@ def play_bags(
         plans = [_plan(bags, Path(path), topics) for path in paths]
         types = _topic_types(plans)
         with stop_on_signals(stop), ros_context_of(context) as ctx:
-            player = _Player(plans, types, remap, rate, restamp, qos_reliability, offsets_file, ctx, stop, stats)
+            player = _Player(plans, types, remap, rate, restamp, qos_reliability, offsets_file, ctx, stop, stats,
+                             clock_hz)
             player.run(loop=loop, wait_for_subscribers=wait_for_subscribers)
     return stats
 
@@ -236,7 +252,7 @@ def play_bags(
 class _Player:
     def __init__(self, plans: Sequence[_BagPlan], types: Mapping[str, str], remap: Mapping[str, str], rate: float,
                  restamp: bool, reliability: str, offsets_file: Path | None, context: Any, stop: threading.Event,
-                 stats: PlayStats) -> None:
+                 stats: PlayStats, clock_hz: float | None = None) -> None:
         import rclpy
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -259,6 +275,18 @@ class _Player:
             self.publishers[topic] = self.node.create_publisher(cls, self.out_topic[topic], qos)
         for topic in types:
             stats.published.setdefault(self.out_topic[topic], 0)
+        self.clock = None
+        if clock_hz is not None:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_type = Clock
+            # Reliable matches both kinds of subscriber (rclpy's time source subscribes best effort, depth 1).
+            self.clock = self.node.create_publisher(
+                Clock, CLOCK_TOPIC, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                               reliability=ReliabilityPolicy.RELIABLE))
+            self.clock_period_ns = max(1, round(1e9 / clock_hz))
+        self.last_clock_ns: int | None = None
+        self.next_tick_ns = 0
 
     def run(self, *, loop: bool, wait_for_subscribers: float) -> None:
         started = None
@@ -284,6 +312,8 @@ class _Player:
         deadline = time.monotonic() + timeout_s
         while not self.stop.is_set():
             waiting = [self.out_topic[t] for t in images if self.publishers[t].get_subscription_count() == 0]
+            if self.clock is not None and self.clock.get_subscription_count() == 0:
+                waiting.append(CLOCK_TOPIC)  # a node on sim time needs the clock from the first message on
             if not waiting:
                 # Our side has matched the subscriber; its side may match us a moment later and would
                 # drop what comes before (best effort). A short grace keeps the first frames.
@@ -303,14 +333,43 @@ class _Player:
             if count == 0:
                 first_ns, start_mono = log_ns, time.monotonic_ns()
                 offset_ns = self._new_pass(plan, first_ns) if self.restamp else 0
-            delay_s = (start_mono + (log_ns - first_ns) / self.rate - time.monotonic_ns()) / 1e9
-            if (delay_s > 0 and self.stop.wait(delay_s)) or self.stop.is_set():
+                self.last_clock_ns, self.next_tick_ns = None, start_mono
+            due_ns = start_mono + (log_ns - first_ns) / self.rate
+            if not self._wait_until(due_ns, start_mono, first_ns + offset_ns, log_ns + offset_ns):
                 return False
+            self._tick(log_ns + offset_ns)
             if self.restamp and topic in plan.stamped:
                 raw = restamp_cdr(raw, msgtype, offset_ns, plan.reader.typestore)
             self.publishers[topic].publish(raw)
             published[self.out_topic[topic]] += 1
         return True
+
+    def _wait_until(self, due_ns: float, start_mono: int, first_clock_ns: int, next_clock_ns: int) -> bool:
+        """Until the monotonic time ``due_ns``, ticking /clock on the way; False when stopped."""
+        while not self.stop.is_set():
+            now = time.monotonic_ns()
+            if now >= due_ns:
+                return True
+            wake = due_ns if self.clock is None else min(due_ns, self.next_tick_ns)
+            if wake > now and self.stop.wait((wake - now) / 1e9):
+                return False
+            now = time.monotonic_ns()
+            if self.clock is not None and now >= self.next_tick_ns:
+                # The bag's time now, never past the next message: its own tick comes with it.
+                self._tick(min(first_clock_ns + round((now - start_mono) * self.rate), next_clock_ns))
+                self.next_tick_ns += self.clock_period_ns
+                if self.next_tick_ns <= now:  # fell behind (a loaded machine): no burst of stale ticks
+                    self.next_tick_ns = now + self.clock_period_ns
+        return False
+
+    def _tick(self, clock_ns: int) -> None:
+        if self.clock is None or (self.last_clock_ns is not None and clock_ns <= self.last_clock_ns):
+            return  # several messages at one log time, or a tick that already said it: nothing new
+        msg = self.clock_type()
+        msg.clock.sec, msg.clock.nanosec = sec_nanosec(clock_ns)
+        self.clock.publish(msg)
+        self.last_clock_ns = clock_ns
+        self.stats.clock_ticks += 1
 
     def _new_pass(self, plan: _BagPlan, first_ns: int) -> int:
         started_ns = time.time_ns()
@@ -329,6 +388,6 @@ class _Player:
             return
         from rclpy.duration import Duration
 
-        for publisher in self.publishers.values():
+        for publisher in [*self.publishers.values(), *([self.clock] if self.clock is not None else [])]:
             with suppress(Exception):  # a context shut down by a signal: nothing left to deliver to
                 publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))

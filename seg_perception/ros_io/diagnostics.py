@@ -1,8 +1,11 @@
 """Health of the node for `/diagnostics`: pure logic from pipeline statistics to statuses, then messages.
 
-Levels per camera: OK; WARN when the end-to-end p99 exceeds the latency budget or frames were dropped
-since the last report; ERROR when no input arrived for ``no_input_timeout_s`` or the backend failed
-since the last report.
+Levels per camera: OK; WARN when the end-to-end p99 exceeds the latency budget, frames were dropped
+or frames arrived stamped ahead of the node's clock since the last report; ERROR when no input arrived
+for ``no_input_timeout_s`` or the backend failed since the last report.
+
+Two clocks are kept apart: ``latency_*`` is stamp age (image stamp to publication, on ROS time, which
+is /clock under use_sim_time) and ``processing_*`` is arrival to publication on the steady clock.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class HealthMonitor:
             if snap.latency_p99_ms is not None and snap.latency_p99_ms > self.latency_budget_ms:
                 problems_warn.append(f"latency p99 {snap.latency_p99_ms:.0f} ms > budget "
                                      f"{self.latency_budget_ms:.0f} ms")
+            new_ahead = snap.stamps_ahead - (before.stamps_ahead if before else 0)
+            if new_ahead > 0:
+                problems_warn.append(f"{new_ahead} frame(s) stamped ahead of the node's clock (up to "
+                                     f"{snap.max_stamp_ahead_ms / 1000:.3f} s; their latencies are clamped to 0): "
+                                     "check the camera's clock or use_sim_time")
             other_drops = {r: n for r, n in new_drops.items() if r != "backend_error"}
             if other_drops:
                 problems_warn.append("dropped " + ", ".join(f"{n} {r}" for r, n in sorted(other_drops.items())))
@@ -66,6 +74,10 @@ class HealthMonitor:
                 *((f"dropped.{reason}", str(count)) for reason, count in sorted(snap.dropped.items())),
                 ("latency_p50_ms", _fmt(snap.latency_p50_ms)), ("latency_p99_ms", _fmt(snap.latency_p99_ms)),
                 ("latency_budget_ms", _fmt(self.latency_budget_ms)),
+                ("processing_p50_ms", _fmt(snap.processing_p50_ms)),
+                ("processing_p99_ms", _fmt(snap.processing_p99_ms)),
+                ("stamps_ahead_of_clock", str(snap.stamps_ahead)),
+                ("max_stamp_ahead_ms", _fmt(snap.max_stamp_ahead_ms)),
                 *((f"stage_p50_ms.{stage}", _fmt(ms)) for stage, ms in sorted(snap.stage_p50_ms.items())),
                 ("last_error", snap.last_error or "none"),
             ]

@@ -63,6 +63,16 @@ class ImageConversionError(ValueError):
     """A message or array that cannot be converted; the text says why."""
 
 
+class ImageTooLargeError(ImageConversionError):
+    """An image with more pixels than the caller allows, refused before it is decoded."""
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(f"{what} of {width}x{height} px has {width * height} pixels, more than the "
+                                 f"{max_pixels} allowed (max_image_pixels)")
+
+
 class ImageFields(NamedTuple):
     """The fields of a ``sensor_msgs/Image`` except ``header``."""
 
@@ -153,15 +163,16 @@ def _image_to_numpy(msg: Any) -> np.ndarray:
     return view[:, :, 0] if channels == 1 else view
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(msg: Any, *, max_pixels: int | None = None) -> np.ndarray:
     """A ``sensor_msgs/Image`` as a contiguous HxWx3 uint8 RGB array, as a model consumes it.
 
     Colour, mono and yuv422 encodings are converted; 16-bit images keep their high byte. Generic
     encodings carry no colour meaning and are refused (e.g. 32FC1 depth, 16UC1), except 8UC3
     which, like cv_bridge and rosbags-image, is taken as-is. May share memory with ``msg.data``
-    when the message already is contiguous rgb8.
+    when the message already is contiguous rgb8. ``max_pixels`` refuses larger images before conversion.
     """
     with _guard("Image"):
+        _check_pixels(int(msg.width), int(msg.height), max_pixels, "Image")
         return _to_rgb(_image_to_numpy(msg), str(msg.encoding))
 
 
@@ -208,10 +219,66 @@ def compressed_to_numpy(msg: Any) -> np.ndarray:
         return _decode_compressed(msg)[0]
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` as a contiguous HxWx3 uint8 RGB array."""
+def compressed_to_rgb(msg: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` as a contiguous HxWx3 uint8 RGB array.
+
+    With ``max_pixels``, the size is read from the jpeg/png header first and a larger image is refused
+    undecoded (a small file can hold a huge image); a stream without such a header is refused too.
+    """
     with _guard("CompressedImage"):
+        if max_pixels is not None:
+            width, height = compressed_size(msg)
+            _check_pixels(width, height, max_pixels, "CompressedImage")
         return _to_rgb(*_decode_compressed(msg))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size); C4, C8 and CC are other segments in that range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(msg: Any) -> tuple[int, int]:
+    """(width, height) of a png/jpeg ``CompressedImage`` read from its header, without decoding it."""
+    with _guard("CompressedImage"):
+        codec, _, _ = _parse_format(str(msg.format))
+        data = bytes(memoryview(np.frombuffer(msg.data, dtype=np.uint8))[:1 << 20])  # headers sit at the front
+        size = _png_size(data) if codec == "png" else _jpeg_size(data)
+        if size is None:
+            raise ImageConversionError(f"CompressedImage ({len(data)} bytes) has no {codec} header with a size")
+        return size
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        if marker in _JPEG_SOF:
+            if position + 9 > len(data):
+                return None
+            height = int.from_bytes(data[position + 5:position + 7], "big")
+            width = int.from_bytes(data[position + 7:position + 9], "big")
+            return width, height
+        if length < 2:
+            return None
+        position += 2 + length
+    return None
 
 
 def _parse_format(fmt: str) -> tuple[str, str | None, bool]:

@@ -3,10 +3,18 @@
 Subscription callbacks decode and hand frames to ``LatestFrameSlots``; one worker thread batches the
 newest frame of every camera into one backend call and publishes the results, each with its input's
 header. Nothing here decides what a mask is: that is the pipeline's job.
+
+Shutdown: SIGINT and SIGTERM only ask the spin loop to stop; the worker is stopped and joined while
+the ROS context is still valid, and only then is the context shut down, so nothing publishes into a
+dead context and both signals exit 0.
+
+Two clocks: stamp ages (frame age, latency) are read on the node's ROS clock, which follows /clock
+under ``use_sim_time``; processing durations are read on the steady clock, which nothing can rewind.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -16,9 +24,11 @@ from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from seg_perception.inference.backends import BackendError
 from seg_perception.inference.factory import BackendRequest, open_backend
@@ -30,9 +40,22 @@ from seg_perception.pipeline.stats import PipelineStats
 from seg_perception.postprocess.roles import RoleConfigError, role_mapping_for
 from seg_perception.ros_io.diagnostics import HealthMonitor, startup_status, to_diagnostic_array
 from seg_perception.ros_io.environment import apply_ros_defaults, resolve_model_path
-from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_rgb
-from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
+from seg_perception.ros_io.image_codec import (
+    ImageConversionError,
+    ImageTooLargeError,
+    compressed_to_rgb,
+    image_to_rgb,
+)
+from seg_perception.ros_io.outputs import (
+    OUTPUT_NAMES,
+    LatencyTimes,
+    MessageTypes,
+    image_outputs,
+    latency_msg,
+    stamp_age_ms,
+)
 from seg_perception.ros_io.params import (
+    ROS_OWNED,
     NodeSettings,
     ParamsError,
     declare_parameters,
@@ -44,6 +67,11 @@ from seg_perception.ros_io.sync import StampSynchronizer
 
 NODE_NAME = "seg_perception_node"
 EXIT_CONFIG_ERROR = 2
+# A stamp ahead of the node's clock by more than this on arrival is flagged in diagnostics (clocks of
+# different machines, or a sim clock published a little behind the data, differ by less).
+STAMP_AHEAD_TOLERANCE_NS = 50_000_000
+WORKER_JOIN_TIMEOUT_S = 10.0
+SPIN_PERIOD_S = 0.1  # how soon the spin loop sees a stop request
 
 
 def pipeline_settings(settings: NodeSettings) -> PipelineSettings:
@@ -61,6 +89,9 @@ def _qos(reliability: str, depth: int) -> QoSProfile:
 
 class PerceptionNode(Node):
     def __init__(self, **kwargs) -> None:
+        # First, so that destroy_node works on a node whose set-up failed half way.
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         super().__init__(NODE_NAME, **kwargs)
         declare_parameters(self)
         self.settings = read_settings(self)
@@ -87,10 +118,11 @@ class PerceptionNode(Node):
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diagnostics_timer = self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+        # Steady, not ROS time: diagnostics must go on (and report stale input) when a sim clock stops.
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diagnostics_timer = self._create_diagnostics_timer(self.settings.diagnostics_period_s)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="seg_perception_worker", daemon=True)
         self._worker.start()
         self._publish_startup()
@@ -109,6 +141,9 @@ class PerceptionNode(Node):
         self.roles = role_mapping_for(self.card.class_names, self.card.thing_ids,
                                       Path(s.roles_config) if s.roles_config else None)
         self.pipeline = PerceptionPipeline(self.backend, self.card, self.roles, pipeline_settings(s))
+
+    def _create_diagnostics_timer(self, period_s: float):
+        return self.create_timer(period_s, self._publish_diagnostics, clock=self._steady_clock)
 
     def _output_type(self, name: str) -> type:
         return {"obstacle_list": self.types.obstacle_list, "latency": self.types.latency}.get(name, self.types.image)
@@ -162,37 +197,48 @@ class PerceptionNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _on_image(self, camera: str, msg, counted: bool = False) -> None:
-        receive_ns = self._now_ns()
+        receive_ns, receive_steady_ns = self._now_ns(), time.monotonic_ns()
         if not counted:
             self.stats.received(camera)
         try:
             decode = image_to_rgb if hasattr(msg, "encoding") else compressed_to_rgb
-            image = decode(msg)
+            image = decode(msg, max_pixels=self.settings.max_image_pixels)
+        except ImageTooLargeError as error:
+            self.stats.drop(camera, "bad_frame", str(error))
+            return
         except ImageConversionError as error:
             self.stats.drop(camera, "decode_error", str(error))
             return
         if image.shape[0] < 8 or image.shape[1] < 8:
             self.stats.drop(camera, "bad_frame", f"image of {image.shape[1]}x{image.shape[0]} px is too small")
             return
-        self.slots.put(CameraFrame(camera=camera, image=image, stamp_ns=stamp_ns(msg.header.stamp),
-                                   frame_id=msg.header.frame_id, receive_ns=receive_ns, header=msg.header))
+        stamp = stamp_ns(msg.header.stamp)
+        if stamp - receive_ns > STAMP_AHEAD_TOLERANCE_NS:
+            self.stats.stamp_ahead(camera, (stamp - receive_ns) / 1e6)
+        self.slots.put(CameraFrame(camera=camera, image=image, stamp_ns=stamp, frame_id=msg.header.frame_id,
+                                   receive_ns=receive_ns, receive_steady_ns=receive_steady_ns, header=msg.header))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Validate the whole change first; a refused change answers why and changes nothing."""
+        changes = {p.name: p.value for p in parameters if p.name not in ROS_OWNED}  # rclpy handles its own
+        if not changes:
+            return SetParametersResult(successful=True)
         try:
-            updated = settings_with_changes(self.settings, {p.name: p.value for p in parameters})
-        except ParamsError as error:
+            updated = settings_with_changes(self.settings, changes)
+            configured = pipeline_settings(updated)  # validates the pipeline's own ranges too
+        except (ParamsError, ValueError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         with self._lock:
             period_changed = updated.diagnostics_period_s != self.settings.diagnostics_period_s
             self.settings = updated
-            self.pipeline.configure(pipeline_settings(updated))
+            self.pipeline.configure(configured)
             self.slots.set_max_age(updated.max_frame_age_s)
             self.health.latency_budget_ms = updated.latency_budget_ms
             self.health.no_input_timeout_s = updated.no_input_timeout_s
         if period_changed:
             self._diagnostics_timer.cancel()
             self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = self.create_timer(updated.diagnostics_period_s, self._publish_diagnostics)
+            self._diagnostics_timer = self._create_diagnostics_timer(updated.diagnostics_period_s)
         return SetParametersResult(successful=True)
 
     # ----------------------------------------------------------------------------------------------- work
@@ -202,7 +248,7 @@ class PerceptionNode(Node):
             frames = self.slots.take(timeout_s=0.1)
             if not frames:
                 continue
-            picked_ns = self._now_ns()
+            picked_steady_ns = time.monotonic_ns()
             try:
                 with self._lock:
                     results = self.pipeline.process(frames)
@@ -215,9 +261,11 @@ class PerceptionNode(Node):
                 continue
             self._backend_failure = ""
             for result in results:
-                self._publish(result, picked_ns)
+                if self._stop.is_set():
+                    return  # shutting down: the publishers may be going away
+                self._publish(result, picked_steady_ns)
 
-    def _publish(self, result: FrameResult, picked_ns: int) -> None:
+    def _publish(self, result: FrameResult, picked_steady_ns: int) -> None:
         camera, header = result.frame.camera, result.frame.header
         publishers = self.publishers_by_camera[camera]
         enabled = self.settings.publish
@@ -228,12 +276,15 @@ class PerceptionNode(Node):
         for name, message in image_outputs(result, wanted, header, self.types).items():
             publishers[name].publish(message)
         publish_ms = (time.perf_counter() - started) * 1000.0
-        published_ns = self._now_ns()
-        self.stats.processed(camera, (published_ns - result.frame.stamp_ns) / 1e6,
-                             result.timings_ms | {"publish": publish_ms})
+        published_ns, published_steady_ns = self._now_ns(), time.monotonic_ns()
+        received_steady_ns = result.frame.receive_steady_ns
+        processing_ms = (published_steady_ns - received_steady_ns) / 1e6
+        self.stats.processed(camera, stamp_age_ms(published_ns, result.frame.stamp_ns),
+                             result.timings_ms | {"publish": publish_ms}, processing_ms=processing_ms)
         if "latency" in wanted:
             received, processed, dropped = self.stats.counts(camera)
-            times = LatencyTimes(receive_ns=result.frame.receive_ns, picked_ns=picked_ns, published_ns=published_ns,
+            times = LatencyTimes(receive_ns=result.frame.receive_ns, published_ns=published_ns,
+                                 queue_ms=(picked_steady_ns - received_steady_ns) / 1e6, processing_ms=processing_ms,
                                  publish_ms=publish_ms, frames_received=received, frames_processed=processed,
                                  frames_dropped=dropped)
             publishers["latency"].publish(latency_msg(result, header, times, self.backend.name, self.types))
@@ -254,22 +305,42 @@ class PerceptionNode(Node):
         statuses.append(self._model_status)
         self.diagnostics.publish(to_diagnostic_array(statuses, self.get_clock().now().to_msg()))
 
-    def destroy_node(self) -> None:
+    def stop_worker(self) -> None:
+        """Stop the worker and wait for it, so that nothing publishes after this returns."""
         self._stop.set()
-        self.slots.close()
-        self._worker.join(timeout=5.0)
+        if hasattr(self, "slots"):
+            self.slots.close()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+            if self._worker.is_alive():
+                self.get_logger().warning(
+                    f"worker still busy after {WORKER_JOIN_TIMEOUT_S:.0f} s; shutting down anyway")
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
         super().destroy_node()
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, object]:
+    """SIGINT/SIGTERM set ``stop`` instead of tearing the ROS context down under the worker's feet."""
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def main(args: Sequence[str] | None = None) -> int:
     apply_ros_defaults()  # our Fast DDS profile unless the user set one; before the first participant
-    rclpy.init(args=args)
+    stop = threading.Event()
+    previous_handlers = _stop_on_signals(stop)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = PerceptionNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ParamsError, BackendError, ModelCardError, WeightsError, RoleConfigError, FileNotFoundError) as error:
@@ -277,8 +348,10 @@ def main(args: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG_ERROR
     finally:
         if node is not None:
-            node.destroy_node()
+            node.destroy_node()  # worker joined while the context is still valid
         rclpy.try_shutdown()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     return 0
 
 

@@ -55,11 +55,12 @@ class MessageTypes:
 
 @dataclass(frozen=True)
 class LatencyTimes:
-    """Clock readings of one frame on the stamp's clock (ns); receive is 0 when unknown (bag replay)."""
+    """When one frame arrived and went out: stamp ages on the stamp's (ROS) clock, durations on a steady one."""
 
-    receive_ns: int
-    picked_ns: int  # the worker took the frame
-    published_ns: int  # the last other output of the frame went out
+    receive_ns: int  # ROS clock at arrival; 0 when unknown (bag replay)
+    published_ns: int  # ROS clock when the last other output of the frame went out
+    queue_ms: float  # arrival -> the worker took the frame (steady clock)
+    processing_ms: float  # arrival -> published (steady clock)
     publish_ms: float
     frames_received: int
     frames_processed: int
@@ -113,6 +114,11 @@ def obstacle_list_msg(result: FrameResult, header: Any, types: MessageTypes) -> 
     return types.obstacle_list(header=header, image_width=width, image_height=height, obstacles=obstacles)
 
 
+def stamp_age_ms(now_ns: int, stamp_ns: int) -> float:
+    """now - stamp in ms, never negative: a stamp ahead of the clock is reported apart (stamp_ahead_ms)."""
+    return max(0, now_ns - stamp_ns) / 1e6
+
+
 def latency_msg(result: FrameResult, header: Any, times: LatencyTimes, backend: str, types: MessageTypes) -> Any:
     stamp = result.frame.stamp_ns
     stages = result.timings_ms
@@ -121,9 +127,10 @@ def latency_msg(result: FrameResult, header: Any, times: LatencyTimes, backend: 
     return types.latency(
         header=header,
         receive_stamp=types.time(sec=received_sec, nanosec=received_nanosec),
-        receive_ms=(received - stamp) / 1e6, queue_ms=(times.picked_ns - received) / 1e6,
+        receive_ms=stamp_age_ms(received, stamp), queue_ms=times.queue_ms,
         preprocess_ms=stages.get("preprocess", 0.0), inference_ms=stages.get("inference", 0.0),
         postprocess_ms=stages.get("postprocess", 0.0), smoothing_ms=stages.get("smoothing", 0.0),
-        publish_ms=times.publish_ms, end_to_end_ms=(times.published_ns - stamp) / 1e6,
+        publish_ms=times.publish_ms, end_to_end_ms=stamp_age_ms(times.published_ns, stamp),
+        stamp_ahead_ms=max(0, stamp - received) / 1e6, processing_ms=times.processing_ms,
         batch_size=result.batch_size, backend=backend, frames_received=times.frames_received,
         frames_processed=times.frames_processed, frames_dropped=times.frames_dropped)

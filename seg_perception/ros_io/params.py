@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_origin, get_type_hints
 
 import yaml
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, validators
 
 from seg_perception.ros_io.environment import config_file
 
@@ -32,6 +33,9 @@ PARAMS_FILE = "perception.param.yaml"
 NODE_NAME = "seg_perception_node"
 # Sections of a ROS params file that apply to our node: all that are present apply, later ones win.
 SECTIONS = ("/**", NODE_NAME, f"/{NODE_NAME}")
+# Parameters that rclpy declares and handles itself: allowed in a params file, never declared by us,
+# not part of NodeSettings.
+ROS_OWNED = frozenset({"use_sim_time"})
 
 Backend = Literal["torch", "onnxruntime", "tensorrt"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -68,9 +72,19 @@ def _parameters_schema() -> dict[str, Any]:
     return load_schema()["properties"]["/**"]["properties"]["ros__parameters"]
 
 
+def _is_finite_number(checker: Any, instance: Any) -> bool:
+    return Draft7Validator.TYPE_CHECKER.is_type(instance, "number") and math.isfinite(instance)
+
+
+# JSON has no NaN or infinity, but YAML (.nan, .inf) and ROS doubles do, and every range check passes
+# for NaN (each comparison is false): so a "number" here is a finite one.
+_FiniteValidator = validators.extend(
+    Draft7Validator, type_checker=Draft7Validator.TYPE_CHECKER.redefine("number", _is_finite_number))
+
+
 @functools.cache
 def _validator() -> Draft7Validator:
-    return Draft7Validator(_parameters_schema())
+    return _FiniteValidator(_parameters_schema())
 
 
 def _leaves(schema: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -82,8 +96,8 @@ def _leaves(schema: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
 
 
 def parameter_specs() -> dict[str, dict[str, Any]]:
-    """Dotted parameter name -> its schema, in file order."""
-    return dict(_leaves(_parameters_schema()))
+    """Dotted parameter name -> its schema, in file order (our parameters; not ROS_OWNED ones)."""
+    return {name: spec for name, spec in _leaves(_parameters_schema()) if name not in ROS_OWNED}
 
 
 def read_only_parameters() -> frozenset[str]:
@@ -160,6 +174,8 @@ def validate(nested: Mapping[str, Any], source: str) -> None:
             for key in error.instance:
                 if key not in known:
                     problems.setdefault(_join(where, key), "unknown parameter")
+        elif error.validator == "type" and isinstance(error.instance, float) and not math.isfinite(error.instance):
+            problems.setdefault(where, f"must be a finite number, got {error.instance}")
         else:
             problems.setdefault(where or "(parameters)", error.message)
     if problems:
@@ -197,6 +213,37 @@ def load_param_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ParamsError(source, {"(structure)": str(error)}) from error
     validate(nested, source)
     return nested
+
+
+def check_overrides(nested: Mapping[str, Any], overrides: Iterable[str], source: str = "--set") -> dict[str, Any]:
+    """``nested`` with ``NAME:=VALUE`` overrides applied (values read as YAML, as ROS reads ``-p``), validated.
+
+    Lets the CLI refuse a bad override by name before ROS starts, as it does a bad params file.
+    """
+    flat = flatten(nested)
+    problems: dict[str, str] = {}
+    for override in overrides:
+        name, sep, text = override.partition(":=")
+        if not sep or not name:
+            problems[override] = "expected NAME:=VALUE"
+            continue
+        if name in ROS_OWNED:
+            continue  # rclpy's own; it checks them
+        if name not in parameter_specs():
+            problems[name] = "unknown parameter"
+            continue
+        try:
+            flat[name] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            problems[name] = f"not a YAML value: {str(error).splitlines()[0]}"
+    updated = unflatten(flat)
+    try:
+        validate(updated, source)
+    except ParamsError as error:  # reported together with the overrides that could not be read
+        problems = error.problems | problems
+    if problems:
+        raise ParamsError(source, problems)
+    return updated
 
 
 # --- typed settings -----------------------------------------------------------------------------
@@ -254,6 +301,7 @@ class NodeSettings:
     latency_budget_ms: float
     no_input_timeout_s: float
     diagnostics_period_s: float
+    max_image_pixels: int
     intra_op_threads: int
     roles_config: str
     engine_cache_dir: str
@@ -304,6 +352,7 @@ def settings_with_changes(
     Read-only parameters are refused by rclpy itself before the node's on-set callback runs.
     """
     flat = flatten(current.to_nested())
+    changes = {name: value for name, value in changes.items() if name not in ROS_OWNED}
     unknown = {name: "unknown parameter" for name in changes if name not in flat}
     if unknown:
         raise ParamsError(source, unknown)
