@@ -30,7 +30,7 @@ import numpy as np
 from rosbags.highlevel import AnyReaderError
 from tqdm import tqdm
 
-from seg_perception.bags.reader import BagError
+from seg_perception.bags.reader import BagError, first_line, open_bag
 from seg_perception.bags.writer import BagWriter
 from seg_perception.datasets.cityscapes import find_samples, load_sample, sample_stem
 from seg_perception.datasets.synthetic import city_name
@@ -41,7 +41,6 @@ from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCard
 from seg_perception.pipeline.pipeline import STAGES, CameraFrame, FrameResult, PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for
-from seg_perception.replay.inputs import first_line, open_input_bag
 from seg_perception.replay.report import REPORT_FORMAT, OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
@@ -211,7 +210,7 @@ def check_bags(paths: Sequence[Path], cameras: Sequence[str] = ()) -> None:
     if not paths:
         raise BagError("no bag given")
     for path in map(Path, paths):
-        with open_input_bag(path) as reader:
+        with open_bag(path) as reader:
             cameras_with_messages(reader.connections, cameras, path)
 
 
@@ -253,7 +252,7 @@ class _BagReplay:
     def run(self) -> None:
         started = time.perf_counter()
         try:
-            with open_input_bag(self.path) as reader:
+            with open_bag(self.path) as reader:
                 self._replay(reader)
         finally:
             if self.writer is not None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from seg_perception.bags.reader import BagError, bag_topics, read_messages
+from seg_perception.bags.reader import BagError, bag_topics, open_bag, read_messages
 from seg_perception.evaluation.temporal import TemporalConsistencyMeter
 from seg_perception.models.card import ModelCard
 from seg_perception.replay.evaluate import (
@@ -43,7 +43,6 @@ from seg_perception.replay.evaluate import (
     select_cameras,
     tc_inputs,
 )
-from seg_perception.replay.inputs import open_input_bag
 from seg_perception.replay.report import OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import ROLE_OUTPUTS
@@ -161,7 +160,7 @@ class _BagPlan:
 
 
 def _plan(path: Path, config: ReplayConfig, stem: str) -> _BagPlan:
-    with open_input_bag(path) as reader:
+    with open_bag(path) as reader:
         cameras = select_cameras(reader.connections, config.cameras, path)
         duration_s = reader.duration / 1e9
         types = {c.topic: c.msgtype for c in reader.connections}

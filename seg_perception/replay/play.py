@@ -30,9 +30,8 @@ from typing import Any
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys.store import Typestore
 
-from seg_perception.bags.reader import BagError
+from seg_perception.bags.reader import BagError, open_bag
 from seg_perception.bags.typestore import project_typestore
-from seg_perception.replay.inputs import open_input_bag
 from seg_perception.ros_io.stamps import sec_nanosec, stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -148,7 +147,7 @@ def parse_remaps(rules: Sequence[str]) -> dict[str, str]:
 
 
 def _plan(bags: ExitStack, path: Path, topics: Sequence[str] | None) -> _BagPlan:
-    reader = bags.enter_context(open_input_bag(path))
+    reader = bags.enter_context(open_bag(path))
     types = {conn.topic: conn.msgtype for conn in reader.connections}
     counts: dict[str, int] = {}
     for conn in reader.connections:
