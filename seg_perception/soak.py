@@ -587,6 +587,10 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def _mib(kib: float | None) -> str:
+    return "n/a" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f} %"
 
@@ -595,7 +599,6 @@ def table(result: dict) -> str:
     lat, rss, counts = result["latency_ms"], result["rss"], result["counts"]
     first, last = lat["first_window"], lat["last_window"]
     dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(counts["dropped"].items())) or "none"
-    mib = lambda kib: "n/a" if kib is None else f"{kib / 1024:.1f} MiB"  # noqa: E731
     exit_ = result["node_exit"]
     rows = [
         ("frames processed (target)", f"{counts['processed']} ({result['frames_target']}; "
@@ -607,11 +610,11 @@ def table(result: dict) -> str:
         ("latency p50 / p99 / max", f"{_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['max'])} ms"),
         ("p99 frames 10-20 % / last 10 %", f"{_ms(first['p99'])} / {_ms(last['p99'])} ms"),
         ("p99 drift (target < 10 %)", _pct(lat["p99_drift_pct"])),
-        ("RSS after warm-up / end", f"{mib(rss['warm_kib'])} / {mib(rss['end_kib'])}"),
+        ("RSS after warm-up / end", f"{_mib(rss['warm_kib'])} / {_mib(rss['end_kib'])}"),
         ("RSS growth (target < 5 %)", _pct(rss["growth_pct"])),
         ("RSS slope", "n/a" if rss["slope_kib_per_1000_frames"] is None
          else f"{rss['slope_kib_per_1000_frames']:.1f} KiB per 1000 frames"),
-        ("RSS peak (VmHWM)", mib(result.get("rss_peak_kib"))),
+        ("RSS peak (VmHWM)", _mib(result.get("rss_peak_kib"))),
         ("node CPU", f"{result['node_cpu_pct']} %"),
         ("node exit at SIGINT", f"{exit_['code']} ({exit_['stopped_by']}, {exit_.get('seconds', '-')} s)"),
         ("node log errors / warnings", f"{result['node_log_summary']['errors']} / "
@@ -661,13 +664,18 @@ def run_soak_command(args: argparse.Namespace) -> int:
     elif args.json:
         log = args.json.with_suffix(".node.log")
     else:
-        log = Path(tempfile.mkstemp(prefix="soak_node_", suffix=".log")[1])
+        handle, name = tempfile.mkstemp(prefix="soak_node_", suffix=".log")
+        os.close(handle)
+        log = Path(name)
 
     def terminate(*_: object) -> None:
         raise KeyboardInterrupt  # SIGTERM (e.g. kill of a nohup run) still stops the node in `finally`
 
     signal.signal(signal.SIGTERM, terminate)
-    say = lambda text: print(f"[soak {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)  # noqa: E731
+
+    def say(text: str) -> None:
+        print(f"[soak {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
     result: dict = {"kind": "soak", "command": shlex.join(["seg-perception", *args.argv]),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(), "source": source_version()}
     soak = Soak(config, log, say)
