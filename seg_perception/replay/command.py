@@ -165,21 +165,33 @@ class OutputFolder:
             return path
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during an eval run.
+
+    A subclass on purpose: with a plain KeyboardInterrupt the process sometimes ended killed by SIGINT
+    (status -2) although the interrupt was handled and 130 returned (7 of 16 test runs; 0 of 32 with the
+    subclass). CPython flags "unhandled KeyboardInterrupt" by exact type when one leaves code run through
+    PyRun_* and then re-kills itself with SIGINT at exit; which extension runs code that way here was not
+    traced.
+    """
+
+
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM ends the run like a Ctrl-C (KeyboardInterrupt), so it too cleans up after itself."""
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM end the run as ``Interrupted``, so that it cleans up after itself and exits 130."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Interrupted(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +215,7 @@ def run_bag_eval(args: argparse.Namespace) -> dict[str, Any]:
     check_bags(args.bags, tuple(c for c in args.cameras.split(",") if c))
     folder = OutputFolder(args.out)
     try:
-        with sigterm_interrupts():
+        with signals_interrupt():
             staging = folder.prepare()
             return _run_in(staging, folder, args, settings, node_settings, model_path)
     except KeyboardInterrupt:
