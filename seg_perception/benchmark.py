@@ -7,6 +7,14 @@ not do it in its graph), inference (the network and the in-graph smoothing blend
 same ``PerceptionPipeline`` the node runs, at model resolution. Baseline: torchvision's
 LR-ASPP MobileNetV3-Large in eager PyTorch at the same size (semantic only: argmax and role masks).
 Compare rows as ratios measured in one run, never across machines.
+
+On CUDA, work is queued and the host returns before the GPU has done it, so a host clock around a
+kernel launch measures the launch. The pipeline's stage clocks stay host clocks, and they are honest
+there: every stage that queues GPU work ends in a blocking device-to-host copy (ids, center and offset
+in inference, the smoothing state in smoothing), and the device is synchronised before each call so
+no earlier work is charged to it. What is timed here directly (the network alone, the baseline's stages,
+the in-graph blend, and the backend call inside the pipeline as ``inference_gpu``) is timed with CUDA
+events on the GPU's own clock (``Stopwatch``); on the CPU with ``time.perf_counter``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from seg_perception.inference.backends import OnnxRuntimeBackend, TorchBackend
 from seg_perception.inference.export import export_onnx
 from seg_perception.inference.preprocess import normalise, resize_batch
 from seg_perception.models.card import load_card
+from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.pipeline.pipeline import CameraFrame, PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for, role_masks
 from seg_perception.synth import render_sequence
@@ -46,11 +55,63 @@ class BenchRow:
     p99_ms: float
     fps: float  # images per second at the mean end-to-end time
     stage_p50_ms: dict[str, float]
+    # The deploy-mode forward alone on a random normalised input, same size and batch (torch rows of the
+    # checkpoint only): how much of end to end is the network.
+    network_p50_ms: float | None = None
+    # CUDA only: the backend call inside the pipeline on CUDA events (upload, normalise, network, blend,
+    # argmax), the GPU share of the host-timed inference stage.
+    inference_gpu_p50_ms: float | None = None
 
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+class Stopwatch:
+    """Milliseconds of one span: CUDA events on a CUDA device, ``time.perf_counter`` on the CPU.
+
+    ``start`` and ``stop`` only mark the span; ``ms`` waits for the GPU to reach the end mark, so read it
+    after the work, never inside the span being measured.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.cuda = str(device).startswith("cuda")
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> Stopwatch:
+        if self.cuda:
+            self._start.record()
+        else:
+            self._t0 = time.perf_counter()
+        return self
+
+    def stop(self) -> Stopwatch:
+        if self.cuda:
+            self._end.record()
+        else:
+            self._t1 = time.perf_counter()
+        return self
+
+    def ms(self) -> float:
+        if self.cuda:
+            self._end.synchronize()
+            return self._start.elapsed_time(self._end)
+        return (self._t1 - self._t0) * 1000
+
+
+def device_name(device: str) -> str:
+    """The GPU's name on CUDA, else the CPU model (what a row's figures belong to)."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor() or platform.machine())
 
 
 def _time_calls(run: Callable[[], dict[str, float]], *, warmup: int, calls: int) -> list[dict[str, float]]:
@@ -59,13 +120,19 @@ def _time_calls(run: Callable[[], dict[str, float]], *, warmup: int, calls: int)
     return [run() for _ in range(calls)]
 
 
-def _row(backend: str, model: str, size: tuple[int, int], batch: int, samples: list[dict[str, float]]) -> BenchRow:
+def _p50(values: Sequence[float]) -> float:
+    return round(float(np.percentile(values, 50)), 2)
+
+
+def _row(backend: str, model: str, size: tuple[int, int], batch: int, samples: list[dict[str, float]],
+         **extra: float | None) -> BenchRow:
     totals = np.array([sum(s.values()) for s in samples])
     return BenchRow(
         backend=backend, model=model, width=size[0], height=size[1], batch=batch, calls=len(samples),
         p50_ms=round(float(np.percentile(totals, 50)), 2), p90_ms=round(float(np.percentile(totals, 90)), 2),
         p99_ms=round(float(np.percentile(totals, 99)), 2), fps=round(batch * 1000 / float(totals.mean()), 2),
         stage_p50_ms={k: round(float(np.percentile([s[k] for s in samples], 50)), 2) for k in samples[0]},
+        **extra,
     )
 
 
@@ -102,15 +169,21 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
                                          cache_dir=default_cache_dir("engines"), precision=trt_precision,
                                          max_batch=max(batches))
                 runners[engine.name] = engine
+            network = {batch: network_ms(checkpoint, size, batch, device, warmup=warmup, calls=calls)
+                       for batch in batches} if "torch" in backends else {}
             for name, backend in runners.items():
                 for batch in batches:
-                    run = _PipelineCall(backend, card, roles, frames[:batch])
-                    rows.append(_row(name, card.arch, size, batch, _time_calls(run, warmup=warmup, calls=calls)))
+                    run = _PipelineCall(backend, card, roles, frames[:batch], device)
+                    samples = _time_calls(run, warmup=warmup, calls=calls)
+                    extra = {"network_p50_ms": _p50(network[batch]) if name.startswith("torch") else None,
+                             "inference_gpu_p50_ms": _p50(run.gpu_ms[warmup:]) if run.gpu_ms else None}
+                    rows.append(_row(name, card.arch, size, batch, samples, **extra))
                     progress(_format_row(rows[-1]))
                 blend[f"{size[0]}x{size[1]}"] = smoothing_blend_ms(backend.state_shape, 1, device)
             if baseline:
                 rows += _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, progress)
-    return {"machine": machine_description(device), "checkpoint": str(checkpoint), "warmup": warmup, "calls": calls,
+    return {"device": device, "device_name": device_name(device), "machine": machine_description(device),
+            "checkpoint": str(checkpoint), "warmup": warmup, "calls": calls,
             "smoothing_blend_ms_per_image": blend, "rows": [asdict(r) for r in rows], "ratios": ratios(rows)}
 
 
@@ -120,16 +193,59 @@ class _PipelineCall:
     Stamps advance by 100 ms per call, so smoothing and tracking run as on a 10 Hz stream.
     """
 
-    def __init__(self, backend, card, roles, frames: list[np.ndarray]) -> None:
+    def __init__(self, backend, card, roles, frames: list[np.ndarray], device: str = "cpu") -> None:
         settings = PipelineSettings(output_resolution="model")
-        self.pipeline = PerceptionPipeline(backend, card, roles, settings)
+        self.device = device
+        self.timed = _EventTimedBackend(backend) if device.startswith("cuda") and backend.name.startswith("torch") \
+            else None
+        self.pipeline = PerceptionPipeline(self.timed or backend, card, roles, settings)
         self.frames, self.stamp_ns = frames, 0
+        self.gpu_ms: list[float] = []  # one per call, warm-up included (CUDA torch backends only)
 
     def __call__(self) -> dict[str, float]:
         self.stamp_ns += 100_000_000
         batch = [CameraFrame(camera=f"camera{i}", image=image, stamp_ns=self.stamp_ns, frame_id="bench")
                  for i, image in enumerate(self.frames)]
-        return dict(self.pipeline.process(batch)[0].timings_ms)
+        _sync(self.device)  # nothing queued before the call is charged to it
+        timings = dict(self.pipeline.process(batch)[0].timings_ms)
+        if self.timed is not None:
+            self.gpu_ms.append(self.timed.watch.ms())
+        return timings
+
+
+class _EventTimedBackend:
+    """The backend as the pipeline sees it, with CUDA events around each ``infer`` (read after the call)."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.name = backend, backend.name
+        self.input_size, self.state_shape = backend.input_size, backend.state_shape
+        self.watch = Stopwatch("cuda")
+
+    def infer(self, images, previous_logits=None, smoothing=None):
+        self.watch.start()
+        outputs = self.backend.infer(images, previous_logits, smoothing)
+        self.watch.stop()
+        return outputs
+
+
+@torch.no_grad()
+def network_ms(checkpoint: Path, size: tuple[int, int], batch: int, device: str, *, warmup: int,
+               calls: int) -> list[float]:
+    """The deploy-mode forward alone (with the smoothing inputs, as deployed) on a random normalised input."""
+    from seg_perception.inference.backends import smoothing_inputs
+    from seg_perception.inference.export import state_shape
+
+    model, _ = load_checkpoint(checkpoint, device=device)
+    image = torch.randn(batch, 3, size[1], size[0], device=device)
+    state, weights = smoothing_inputs(batch, state_shape(model, size), None, None, device)
+    samples = []
+    for call in range(warmup + calls):
+        watch = Stopwatch(device).start()
+        model(image, state, weights)
+        watch.stop()
+        if call >= warmup:
+            samples.append(watch.ms())
+    return samples
 
 
 def smoothing_blend_ms(state_shape: tuple[int, int, int], batch: int, device: str, repeats: int = 50) -> float:
@@ -139,11 +255,9 @@ def smoothing_blend_ms(state_shape: tuple[int, int, int], batch: int, device: st
     weight = torch.full((batch, 1, 1, 1), 0.5, device=device)
     samples = []
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
+        watch = Stopwatch(device).start()
         weight * previous + (1.0 - weight) * current
-        _sync(device)
-        samples.append((time.perf_counter() - start) * 1000)
+        samples.append(watch.stop().ms())
     return round(float(np.median(samples)), 4)
 
 
@@ -156,19 +270,18 @@ def _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, pr
     for batch in batches:
         @torch.no_grad()
         def run(batch=batch) -> dict[str, float]:
-            times, start = {}, time.perf_counter()
+            _sync(device)
+            watches = {stage: Stopwatch(device) for stage in ("preprocess", "inference", "postprocess")}
+            watches["preprocess"].start()
             tensor = normalise(resize_batch(frames[:batch], size), card.mean, card.std, device)
-            _sync(device)
-            times["preprocess"] = (time.perf_counter() - start) * 1000
-            start = time.perf_counter()
+            watches["preprocess"].stop()
+            watches["inference"].start()
             logits = model(tensor)["out"]
-            _sync(device)
-            times["inference"] = (time.perf_counter() - start) * 1000
-            start = time.perf_counter()
+            watches["inference"].stop()
+            watches["postprocess"].start()
             role_masks(logits.argmax(1), roles)
-            _sync(device)
-            times["postprocess"] = (time.perf_counter() - start) * 1000
-            return times
+            watches["postprocess"].stop()
+            return {stage: watch.ms() for stage, watch in watches.items()}
 
         rows.append(_row(f"torch:{device}", "lraspp_mobilenet_v3_large", size, batch,
                          _time_calls(run, warmup=warmup, calls=calls)))
@@ -196,9 +309,7 @@ def ratios(rows: Sequence[BenchRow]) -> dict[str, float]:
 def machine_description(device: str) -> dict[str, str]:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    described = {"cpu": cpu, "cores": str(torch.get_num_threads()), "torch": torch.__version__,
+    described = {"cpu": device_name("cpu"), "cores": str(torch.get_num_threads()), "torch": torch.__version__,
                  "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
     if device.startswith("cuda"):
         described["gpu"] = torch.cuda.get_device_name()
@@ -207,19 +318,30 @@ def machine_description(device: str) -> dict[str, str]:
 
 def _format_row(row: BenchRow) -> str:
     stages = " ".join(f"{k}={v:.1f}" for k, v in row.stage_p50_ms.items())
+    network = "" if row.network_p50_ms is None else f" | network={row.network_p50_ms:.1f}"
+    gpu = "" if row.inference_gpu_p50_ms is None else f" inference_gpu={row.inference_gpu_p50_ms:.1f}"
     return (f"{row.backend:34s} {row.model:26s} {row.width}x{row.height} b{row.batch}: p50 {row.p50_ms:8.1f} ms "
-            f"p90 {row.p90_ms:8.1f} p99 {row.p99_ms:8.1f} fps {row.fps:7.2f} | {stages}")
+            f"p90 {row.p90_ms:8.1f} p99 {row.p99_ms:8.1f} fps {row.fps:7.2f} | {stages}{network}{gpu}")
 
 
 def markdown_table(result: dict) -> str:
-    columns = ("backend", "model", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "FPS", *STAGES)
+    columns = ("device", "backend", "model", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "FPS", "network p50 ms",
+               *STAGES, "inference GPU ms")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    # Older result files have no device name; their machine's CPU is the best there is.
+    device = result.get("device_name") or result.get("machine", {}).get("cpu", "-")
     for r in result["rows"]:
         s = r["stage_p50_ms"]
         stages = " | ".join(str(s.get(stage, "-")) for stage in STAGES)  # the baseline has no smoothing stage
-        lines.append(f"| {r['backend']} | {r['model']} | {r['width']}x{r['height']} | {r['batch']} | "
-                     f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | {stages} |")
+        network, gpu = (r.get(key) for key in ("network_p50_ms", "inference_gpu_p50_ms"))
+        lines.append(f"| {device} | {r['backend']} | {r['model']} | {r['width']}x{r['height']} | {r['batch']} | "
+                     f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['fps']} | {_cell(network)} | {stages} | "
+                     f"{_cell(gpu)} |")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def write_json(result: dict, path: Path) -> None:

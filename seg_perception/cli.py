@@ -171,13 +171,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from seg_perception.soak import run_soak_command
 
         return run_soak_command(args)
+    import torch
+
     from seg_perception.benchmark import markdown_table, run_benchmark, write_json
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__})")
     result = run_benchmark(args.model, backends=args.backends.split(","), sizes=args.sizes, batches=args.batches,
                            warmup=args.warmup, calls=args.calls, device=args.device, baseline=not args.no_baseline,
                            trt_precision=args.trt_precision)
     result["command"] = shlex.join(["seg-perception", *args.argv])
     print()
+    print(f"device: {result['device']} ({result['device_name']})")
     print(markdown_table(result))
     print()
     for name, value in result["ratios"].items():
@@ -315,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cameras per call (1,2,4)")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--calls", type=int, default=10)
-    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--device", default="cpu",
+                       help="cpu, cuda, cuda:1 ... (on CUDA the network and the GPU share of inference are "
+                            "timed with CUDA events)")
     bench.add_argument("--no-baseline", action="store_true", help="skip torchvision LR-ASPP MobileNetV3")
     bench.add_argument("--json", type=Path, help="also write the results here")
     bench.add_argument("--soak", type=int, metavar="FRAMES",
