@@ -300,3 +300,43 @@ def test_smoothing_earns_its_place_on_synthetic_video(backend) -> None:
     (tc_off, miou_off), (tc_on, miou_on) = ((s.tc, s.miou_present) for s in (scores[False], scores[True]))
     assert tc_on - tc_off >= 2.0, scores
     assert miou_on >= miou_off - 0.5, scores
+
+
+def test_published_maps_equal_the_host_reference_bit_for_bit(backend, drive) -> None:
+    """The maps made where the outputs are (postprocess/publish.py) equal the host way of making them:
+    OpenCV nearest resize, a numpy table lookup per role, areas counted on the host."""
+    import cv2
+
+    from seg_perception.inference.preprocess import resize_batch
+    from seg_perception.postprocess.panoptic import group_batch
+
+    pipeline = _pipeline(backend, smoothing_enabled=False)
+    for step in drive[:3]:
+        frames = _frames(step)
+        results = pipeline.process(frames)
+        outputs = backend.infer(resize_batch([f.image for f in frames], backend.input_size))
+        grouped = group_batch(outputs.semantic_ids, outputs.center, outputs.offset, pipeline.panoptic)
+        for result, panoptic in zip(results, grouped, strict=True):
+            semantic = cv2.resize(panoptic.semantic.numpy().astype(np.uint8), CAMERA_SIZE,
+                                  interpolation=cv2.INTER_NEAREST)
+            instances = cv2.resize(panoptic.instances.numpy().astype(np.uint16), CAMERA_SIZE,
+                                   interpolation=cv2.INTER_NEAREST)
+            assert result.semantic.dtype == np.uint8 and result.instances.dtype == np.uint16
+            np.testing.assert_array_equal(result.semantic, semantic)
+            np.testing.assert_array_equal(result.instances, instances)
+            assert result.masks.keys() == pipeline.role_tables.keys()
+            for role, table in pipeline.role_tables.items():
+                np.testing.assert_array_equal(result.masks[role], table[semantic])
+            areas = np.bincount(instances.ravel(), minlength=len(panoptic.infos) + 1)
+            assert [o.area_px for o in result.obstacles] == [int(areas[i.instance_id]) for i in panoptic.infos]
+
+
+@pytest.mark.parametrize(("source", "target"), [(37, 2048), (256, 640), (512, 333), (1024, 1024), (100, 7)])
+def test_nearest_resize_matches_opencv(source: int, target: int) -> None:
+    import cv2
+
+    from seg_perception.postprocess.publish import resize_nearest
+
+    image = np.random.default_rng(source).integers(0, 255, (source, source + 3), dtype=np.uint8)
+    expected = cv2.resize(image, (target + 5, target), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(resize_nearest(torch.from_numpy(image), (target + 5, target)).numpy(), expected)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
+import torch
 
 from seg_perception.inference.backends import Backend
 from seg_perception.inference.preprocess import resize_batch
@@ -21,6 +21,7 @@ from seg_perception.models.card import ModelCard
 from seg_perception.pipeline.smoothing import TemporalSmoother
 from seg_perception.pipeline.tracking import ObstacleTracker
 from seg_perception.postprocess.panoptic import PanopticConfig, group_batch
+from seg_perception.postprocess.publish import MapMaker
 from seg_perception.postprocess.roles import ROLE_NAMES, RoleMapping
 
 OUTPUT_RESOLUTIONS = ("model", "camera")
@@ -117,6 +118,7 @@ class PerceptionPipeline:
         self.backend, self.card, self.roles = backend, card, roles
         self.panoptic = PanopticConfig.for_input(card.thing_ids, backend.input_size)
         self.role_tables = role_lookup_tables(roles)
+        self.map_maker = MapMaker(self.role_tables)
         self.smoother = TemporalSmoother(enabled=settings.smoothing_enabled, strength=settings.smoothing_strength,
                                          label_prior=settings.smoothing_label_prior,
                                          max_gap_s=settings.smoothing_max_gap_s)
@@ -157,10 +159,12 @@ class PerceptionPipeline:
         smoothing_ms = _ms(start)
 
         start = time.perf_counter()
+        # The outputs stay where the backend made them (the GPU's memory on CUDA): post-processing runs
+        # there too, and only the published maps cross to the host (postprocess/publish.py). On CUDA this
+        # stage therefore times the queueing of the network; its GPU time lands in the first stage that
+        # waits for a result.
         outputs = self.backend.infer(batch, previous, weights)
-        semantic_ids = outputs.semantic_ids.cpu()
-        center = None if outputs.center is None else outputs.center.cpu()
-        offset = None if outputs.offset is None else outputs.offset.cpu()
+        semantic_ids, center, offset = outputs.semantic_ids, outputs.center, outputs.offset
         timings["inference"] = _ms(start)
 
         start = time.perf_counter()
@@ -170,18 +174,20 @@ class PerceptionPipeline:
         start = time.perf_counter()
         if center is not None and offset is not None:
             panoptic = group_batch(semantic_ids, center, offset, self.panoptic)
-            semantic_maps = [p.semantic.numpy().astype(np.uint8) for p in panoptic]
-            instance_maps = [p.instances.numpy().astype(np.uint16) for p in panoptic]
+            semantic_maps = [p.semantic for p in panoptic]
+            instance_maps = [p.instances for p in panoptic]
             infos = [p.infos for p in panoptic]
         else:  # a model without an instance head: no instances, obstacles come from the class map only
-            semantic_maps = [m.numpy().astype(np.uint8) for m in semantic_ids]
-            instance_maps = [np.zeros(m.shape, np.uint16) for m in semantic_maps]
+            semantic_maps = list(semantic_ids)
+            instance_maps = [torch.zeros(m.shape, dtype=torch.int16, device=m.device) for m in semantic_maps]
             infos = [() for _ in frames]
+        # The tracker matches at the model's resolution, on the host (one uint16 map per frame).
+        tracker_maps = [m.to(torch.int16).cpu().numpy().view(np.uint16) for m in instance_maps]
         timings["postprocess"] = _ms(start)
 
         start = time.perf_counter()
         track_ids = []
-        for camera, reason, instances, frame_infos in zip(cameras, reasons, instance_maps, infos, strict=True):
+        for camera, reason, instances, frame_infos in zip(cameras, reasons, tracker_maps, infos, strict=True):
             tracker = self._tracker(camera)
             if reason is not None and reason != "first_frame":
                 tracker.reset()
@@ -191,26 +197,24 @@ class PerceptionPipeline:
         start = time.perf_counter()
         results = []
         for i, frame in enumerate(frames):
-            semantic, instances, size = semantic_maps[i], instance_maps[i], sizes[i]
-            scale = (1.0, 1.0)
-            if self.settings.output_resolution == "camera" and size != (semantic.shape[1], semantic.shape[0]):
-                scale = (size[0] / semantic.shape[1], size[1] / semantic.shape[0])
-                semantic = cv2.resize(semantic, size, interpolation=cv2.INTER_NEAREST)
-                instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
-            masks = {role: table[semantic] for role, table in self.role_tables.items()}
-            obstacles = self._obstacles(infos[i], track_ids[i], instances, scale)
-            results.append(FrameResult(frame=frame, semantic=semantic, instances=instances, masks=masks,
+            model_size, size = (semantic_maps[i].shape[1], semantic_maps[i].shape[0]), sizes[i]
+            scale, output_size = (1.0, 1.0), None
+            if self.settings.output_resolution == "camera" and size != model_size:
+                scale, output_size = (size[0] / model_size[0], size[1] / model_size[1]), size
+            maps = self.map_maker.to_host(semantic_maps[i], instance_maps[i], output_size, len(infos[i]))
+            obstacles = self._obstacles(infos[i], track_ids[i], maps.areas, scale)
+            results.append(FrameResult(frame=frame, semantic=maps.semantic, instances=maps.instances, masks=maps.masks,
                                        obstacles=obstacles, timings_ms=timings, batch_size=len(frames),
                                        smoothed=weights is not None and bool(weights[i].any()),
                                        reset_reason=reasons[i]))
         timings["postprocess"] += _ms(start)
         return results
 
-    def _obstacles(self, infos, track_ids: dict[int, int], instances: np.ndarray,
+    def _obstacles(self, infos, track_ids: dict[int, int], areas: np.ndarray,
                    scale: tuple[float, float]) -> tuple[Obstacle, ...]:
+        """``areas``: pixels per instance id, counted at the output resolution (exact there)."""
         if not infos:
             return ()
-        areas = np.bincount(instances.ravel(), minlength=len(infos) + 1)  # exact at the output resolution
         sx, sy = scale
         names = self.card.class_names
         obstacles = []
