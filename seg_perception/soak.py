@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seg_perception.pipeline.stats import percentile as stats_percentile
+
 NODE = "/seg_perception_node"
 WARMUP_FRACTION = 0.1  # baselines (RSS, first latency window) are taken after this share of the frames
 WINDOW_FRACTION = 0.1  # width of the latency windows compared
@@ -72,7 +74,8 @@ def fraction_slice(values: Sequence, start: float, stop: float) -> list:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    return round(float(np.percentile(np.asarray(values, dtype=float), q)), 3) if len(values) else None
+    value = stats_percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 def latency_drift(latencies_ms: Sequence[float], *, warmup: float = WARMUP_FRACTION,
@@ -172,8 +175,9 @@ def source_version() -> dict[str, object]:
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    from seg_perception.benchmark import device_name
+
+    cpu = device_name("cpu")
     return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
             "kernel": platform.release()}
 

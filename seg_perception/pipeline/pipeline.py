@@ -181,8 +181,19 @@ class PerceptionPipeline:
             semantic_maps = list(semantic_ids)
             instance_maps = [torch.zeros(m.shape, dtype=torch.int16, device=m.device) for m in semantic_maps]
             infos = [() for _ in frames]
-        # The tracker matches at the model's resolution, on the host (one uint16 map per frame).
-        tracker_maps = [m.to(torch.int16).cpu().numpy().view(np.uint16) for m in instance_maps]
+        published, scales, tracker_maps = [], [], []
+        for i in range(len(frames)):
+            model_size, size = (semantic_maps[i].shape[1], semantic_maps[i].shape[0]), sizes[i]
+            scale, output_size = (1.0, 1.0), None
+            if self.settings.output_resolution == "camera" and size != model_size:
+                scale, output_size = (size[0] / model_size[0], size[1] / model_size[1]), size
+            maps = self.map_maker.to_host(semantic_maps[i], instance_maps[i], output_size, len(infos[i]))
+            published.append(maps)
+            scales.append(scale)
+            # The tracker matches at the model's resolution, on the host: the published map is that map
+            # unless it was resized, so only then does a second copy cross.
+            tracker_maps.append(maps.instances if output_size is None
+                                else instance_maps[i].to(torch.int16).cpu().numpy().view(np.uint16))
         timings["postprocess"] = _ms(start)
 
         start = time.perf_counter()
@@ -196,13 +207,8 @@ class PerceptionPipeline:
 
         start = time.perf_counter()
         results = []
-        for i, frame in enumerate(frames):
-            model_size, size = (semantic_maps[i].shape[1], semantic_maps[i].shape[0]), sizes[i]
-            scale, output_size = (1.0, 1.0), None
-            if self.settings.output_resolution == "camera" and size != model_size:
-                scale, output_size = (size[0] / model_size[0], size[1] / model_size[1]), size
-            maps = self.map_maker.to_host(semantic_maps[i], instance_maps[i], output_size, len(infos[i]))
-            obstacles = self._obstacles(infos[i], track_ids[i], maps.areas, scale)
+        for i, (frame, maps) in enumerate(zip(frames, published, strict=True)):
+            obstacles = self._obstacles(infos[i], track_ids[i], maps.areas, scales[i])
             results.append(FrameResult(frame=frame, semantic=maps.semantic, instances=maps.instances, masks=maps.masks,
                                        obstacles=obstacles, timings_ms=timings, batch_size=len(frames),
                                        smoothed=weights is not None and bool(weights[i].any()),
