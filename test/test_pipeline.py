@@ -154,8 +154,12 @@ def test_backend_errors_reach_the_caller_and_wrong_requests_are_refused(backend)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         pipeline.process([CameraFrame(camera="front", image=np.zeros((32, 32), np.uint8), stamp_ns=0,
                                       frame_id="x")])
-    with pytest.raises(BackendError, match="precision fp16 needs the tensorrt backend"):
+    with pytest.raises(BackendError, match="precision fp16 needs the tensorrt or torch backend"):
         open_backend(BackendRequest(model_path=DEMO, precision="fp16"))
+    with pytest.raises(BackendError, match="precision int8 needs the tensorrt backend; torch runs fp32 or fp16"):
+        open_backend(BackendRequest(model_path=DEMO, backend="torch", precision="int8"))
+    with pytest.raises(BackendError, match="fp16 needs a CUDA device"):  # never a silent float32 run instead
+        open_backend(BackendRequest(model_path=DEMO, backend="torch", precision="fp16", device="cpu"))
     with pytest.raises(BackendError, match="unknown backend"):
         open_backend(BackendRequest(model_path=DEMO, backend="openvino"))
 

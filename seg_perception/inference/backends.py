@@ -1,9 +1,10 @@
 """Inference backends behind one interface: a batch of uint8 RGB images in, ``ModelOutputs`` out.
 
-The images are already at the model's input size (``preprocess.resize_batch``); what runs the network
+The images are already at the model's input size (``preprocess.resize_batch``, written into the
+backend's ``input_buffer``: pinned host memory where the backend uploads to a GPU); what runs the network
 is the backend's business, the pipeline above does not care. Every backend takes the temporal smoothing
-state too (``previous_logits`` (N, C, h, w) and per-image weights ``smoothing`` (N,)); without them it
-runs unsmoothed.
+state too (``previous_logits`` (N, C, h, w) and per-image terms ``smoothing`` (N, 2)); without them it
+runs unsmoothed. Outputs stay on the device that made them (``postprocess/`` works there).
 """
 
 from __future__ import annotations
@@ -16,24 +17,32 @@ import numpy as np
 import torch
 
 from seg_perception.inference.errors import BackendError
+from seg_perception.inference.device_runtime import GraphedNetwork, HostStaging
 from seg_perception.inference.export import (
     CARD_METADATA_KEY,
     INPUT_NAME,
     SMOOTHING_INPUT_NAME,
     SMOOTHING_TERMS,
     STATE_INPUT_NAME,
+    CameraPixelsModel,
     state_shape,
 )
-from seg_perception.inference.preprocess import normalise
 from seg_perception.models.card import ModelCard, card_from_dict
 from seg_perception.models.checkpoint import load_checkpoint
+from seg_perception.models.export_wrappers import NormalizedModel
 from seg_perception.models.panoptic import ModelOutputs
+
+TORCH_PRECISIONS = ("fp32", "fp16")
 
 
 class Backend(Protocol):
     name: str  # e.g. "torch:cpu", "onnxruntime:CPUExecutionProvider"
     input_size: tuple[int, int]  # (width, height)
     state_shape: tuple[int, int, int]  # (C, h, w) of the smoothing state; smoothing terms are (N, 2)
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """(batch, H, W, 3) uint8 host memory to write the next ``infer`` batch into."""
+        ...
 
     def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
               smoothing: torch.Tensor | None = None) -> ModelOutputs: ...
@@ -69,22 +78,62 @@ def _card_from_metadata(onnx_path: Path | str, metadata: dict[str, str]) -> Mode
 
 
 class TorchBackend:
-    """Eager PyTorch, the reference (CPU or CUDA)."""
+    """PyTorch, the reference: the same camera-pixels graph as the ONNX export (``CameraPixelsModel``).
 
-    def __init__(self, checkpoint: Path | str, *, device: str = "cpu",
-                 input_size: tuple[int, int] | None = None) -> None:
-        self.model, self.card = load_checkpoint(checkpoint, device=device)
+    CPU: float32, eager. CUDA: float32 or float16, channels_last, replayed from CUDA graphs (one per batch
+    size, captured on first use; batch 1 at construction, so a graph that cannot be captured fails the start,
+    not a frame); uploads from pinned memory (``input_buffer``). Outputs stay on the device.
+    """
+
+    def __init__(self, checkpoint: Path | str, *, device: str = "cpu", input_size: tuple[int, int] | None = None,
+                 precision: str = "fp32", cuda_graphs: bool = True) -> None:
         self.device = torch.device(device)
+        if precision not in TORCH_PRECISIONS:
+            raise BackendError(f"the torch backend runs {' or '.join(TORCH_PRECISIONS)}, not {precision}")
+        if self.device.type != "cuda" and (precision != "fp32"):
+            raise BackendError(f"{precision} needs a CUDA device; the torch backend on {self.device} runs fp32")
+        model, self.card = load_checkpoint(checkpoint, device=device)
         self.input_size = input_size or self.card.input_size  # fully convolutional: other sizes run too
-        self.state_shape = state_shape(self.model, self.input_size)
-        self.name = f"torch:{self.device}"
+        self.state_shape = state_shape(model, self.input_size)
+        graph = CameraPixelsModel(NormalizedModel(model, mean=self.card.mean, std=self.card.std))
+        if precision == "fp16":
+            graph = graph.half()
+        if self.device.type == "cuda":
+            graph = graph.to(memory_format=torch.channels_last)  # the NHWC input permuted is channels_last too
+        self._graph, self._names = graph, graph.output_names
+        width, height = self.input_size
+        self.staging = HostStaging((height, width, 3), self.device)
+        self.graphed: GraphedNetwork | None = None
+        if self.device.type == "cuda" and cuda_graphs:
+            self.graphed = GraphedNetwork(self._run_graph, image_shape=(height, width, 3),
+                                          state_shape=self.state_shape, smoothing_terms=SMOOTHING_TERMS,
+                                          device=self.device)
+            self.graphed.static_images(1)
+        mode = "" if self.device.type == "cpu" else f":{precision}{':graphs' if self.graphed else ':eager'}"
+        self.name = f"torch:{self.device}{mode}"
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        return self.staging.buffer(batch)
 
     @torch.no_grad()
+    def _run_graph(self, images: torch.Tensor, state: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._graph(images, state, weights)
+
+    @torch.no_grad()
+    def run_on_device(self, images: torch.Tensor, previous_logits: torch.Tensor | None = None,
+                      smoothing: torch.Tensor | None = None) -> ModelOutputs:
+        """The network on (N, H, W, 3) uint8 images already on the device (also what the bench times alone)."""
+        state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing, self.device)
+        run = self.graphed or self._run_graph
+        values = dict(zip(self._names, run(images, state, weights), strict=True))
+        return ModelOutputs(semantic_logits=values["semantic_logits"], semantic_ids=values["semantic_ids"],
+                            center=values.get("center"), offset=values.get("offset"))
+
     def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
               smoothing: torch.Tensor | None = None) -> ModelOutputs:
         _check_batch(images, self.input_size)
-        state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing, self.device)
-        return self.model(normalise(images, self.card.mean, self.card.std, self.device), state, weights)
+        target = self.graphed.static_images(len(images)) if self.graphed else None
+        return self.run_on_device(self.staging.upload(images, out=target), previous_logits, smoothing)
 
 
 class OnnxRuntimeBackend:
@@ -117,6 +166,10 @@ class OnnxRuntimeBackend:
         self.state_shape = tuple(inputs[STATE_INPUT_NAME][1:])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        width, height = self.input_size
+        return np.empty((batch, height, width, 3), np.uint8)
 
     @staticmethod
     def read_card(onnx_path: Path | str) -> ModelCard:

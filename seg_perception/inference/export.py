@@ -6,7 +6,7 @@ camera); ``previous_logits`` (N, C, h, w) float, the ``semantic_logits`` this ca
 past and the label prior (see ``PanopticNet``; zeros = no smoothing, bit-exact). The graph holds the
 layout change, the normalisation, the deploy-mode network (no auxiliary heads), the temporal smoothing
 at head resolution, the argmax and the centre sigmoid; outputs are ``semantic_logits`` (N, C, h, w)
-(the smoothed state), ``semantic_ids`` (N, H, W) int64, ``center`` (N, 1, H, W) in [0, 1] and
+(the smoothed state), ``semantic_ids`` (N, H, W) uint8, ``center`` (N, 1, H, W) in [0, 1] and
 ``offset`` (N, 2, H, W). The model card travels in the file's metadata (``seg_perception.model_card``),
 so a runtime can check what it was given.
 """

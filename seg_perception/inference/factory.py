@@ -20,14 +20,20 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from seg_perception.inference.backends import Backend, BackendError, OnnxRuntimeBackend, TorchBackend
+from seg_perception.inference.backends import (
+    TORCH_PRECISIONS,
+    Backend,
+    BackendError,
+    OnnxRuntimeBackend,
+    TorchBackend,
+)
 from seg_perception.inference.export import export_onnx
 from seg_perception.models.card import ModelCard, ModelCardError, load_card, weights_path
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-_EXPORT_FORMAT = "4"  # bump when export_onnx's graph contract changes, so cached graphs are re-exported
+_EXPORT_FORMAT = "5"  # bump when export_onnx's graph contract changes, so cached graphs are re-exported
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,11 @@ def open_backend(request: BackendRequest) -> tuple[Backend, ModelCard]:
         raise BackendError(f"unknown backend {request.backend!r}; choose one of {', '.join(BACKENDS)}")
     if request.precision not in PRECISIONS:
         raise BackendError(f"unknown precision {request.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if request.backend != "tensorrt" and request.precision != "fp32":
-        raise BackendError(f"precision {request.precision} needs the tensorrt backend; {request.backend} runs fp32")
+    if request.backend == "onnxruntime" and request.precision != "fp32":
+        raise BackendError(f"precision {request.precision} needs the tensorrt or torch backend; onnxruntime runs fp32")
+    if request.backend == "torch" and request.precision not in TORCH_PRECISIONS:
+        raise BackendError(f"precision {request.precision} needs the tensorrt backend; torch runs "
+                           f"{' or '.join(TORCH_PRECISIONS)}")
     path = Path(request.model_path)
     is_onnx = path.suffix == ".onnx"
     if not path.exists():
@@ -119,7 +128,8 @@ def open_backend(request: BackendRequest) -> tuple[Backend, ModelCard]:
     if request.backend == "torch":
         if is_onnx:
             raise BackendError(f"{path}: the torch backend needs a checkpoint folder, not an ONNX graph")
-        backend = TorchBackend(path, device=request.device, input_size=request.input_size)
+        backend = TorchBackend(path, device=request.device, input_size=request.input_size,
+                               precision=request.precision)
         return backend, backend.card
 
     if is_onnx:

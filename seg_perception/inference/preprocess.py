@@ -9,17 +9,22 @@ import numpy as np
 import torch
 
 
-def resize_batch(images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB at ``size`` = (width, height); images already at that size are not resampled."""
+def resize_batch(images: Sequence[np.ndarray], size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB at ``size`` = (width, height); images already at that size are not resampled.
+
+    ``out``: where to write it (a backend's ``input_buffer``, pinned memory for a GPU upload)."""
     width, height = size
-    batch = np.empty((len(images), height, width, 3), np.uint8)
+    shape = (len(images), height, width, 3)
+    if out is not None and (out.shape != shape or out.dtype != np.uint8):
+        raise ValueError(f"out must be {shape} uint8, got {out.shape} {out.dtype}")
+    batch = np.empty(shape, np.uint8) if out is None else out
     for i, image in enumerate(images):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image {i}: expected HxWx3 uint8 RGB, got {image.shape} {image.dtype}")
         if image.shape[:2] == (height, width):
             batch[i] = image
         else:
-            batch[i] = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            cv2.resize(image, (width, height), dst=batch[i], interpolation=cv2.INTER_LINEAR)
     return batch
 
 

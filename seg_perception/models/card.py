@@ -21,6 +21,7 @@ WEIGHTS_FILE = "model.safetensors"
 ARCHITECTURES = ("ddrnet23_slim", "bisenetv2")
 WEIGHTS_SUFFIX = ".safetensors"  # cards name safetensors only: .pt/.pth are pickles, read only when converting
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_CLASSES = 256
 
 
 class ModelCardError(ValueError):
@@ -130,6 +131,8 @@ def card_from_dict(data: Any, path: Path | str) -> ModelCard:
         classes.append(ClassEntry(id=i, name=entry["name"], is_thing=bool(entry.get("is_thing", False))))
     if len(classes) < 2 or len({c.name for c in classes}) != len(classes):
         raise ModelCardError(f"{path}: needs at least two classes with unique names")
+    if len(classes) > MAX_CLASSES:
+        raise ModelCardError(f"{path}: {len(classes)} classes, at most {MAX_CLASSES} (class ids are uint8 maps)")
     width, height = _require(data, "input_width", int, path), _require(data, "input_height", int, path)
     if width < 32 or height < 32:
         raise ModelCardError(f"{path}: input size {width}x{height} is too small (minimum 32x32)")

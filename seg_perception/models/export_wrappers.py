@@ -47,6 +47,7 @@ class NormalizedModel(nn.Module):
 
     def forward(self, image: torch.Tensor, previous_logits: torch.Tensor | None = None,
                 smoothing: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(image.float() * self.scale + self.shift, previous_logits, smoothing)
+        # In the buffers' dtype: float32, or float16 when the whole wrapper was made half (the CUDA graph path).
+        outputs = self.model(image.to(self.scale.dtype) * self.scale + self.shift, previous_logits, smoothing)
         assert isinstance(outputs, ModelOutputs)
         return tuple(tensor for tensor in outputs if tensor is not None)

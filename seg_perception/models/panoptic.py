@@ -12,11 +12,14 @@ Output contract (H, W = input size; every output is resized bilinearly to it):
 * Deploy mode (``deploy=True``) returns ``ModelOutputs`` (a NamedTuple, exports as 4 outputs):
     ``semantic_logits`` (N, C, h, w) float at the semantic head's own resolution (1/8 of the input for
     DDRNet), after temporal smoothing: the state a caller feeds back as ``previous_logits`` next frame;
-    ``semantic_ids`` (N, H, W) int64, the argmax of those logits resized to the input, computed in the graph;
+    ``semantic_ids`` (N, H, W) uint8, the argmax of those logits resized to the input, computed in the graph
+    (a card has at most 256 classes; a quarter of int32's bytes, an eighth of int64's, to move and keep);
     ``center`` (N, 1, H, W) float in [0, 1] (sigmoid applied), non-maxima of each CENTER_NMS_KERNEL
     neighbourhood set to 0 (centre NMS belongs in the graph: a 7x7 max-pool at full resolution took 25 of
     the 31 ms of CPU grouping at 1024x512), or None without an instance head;
     ``offset`` (N, 2, H, W) float as in training, or None without an instance head.
+  ``semantic_logits``, ``center`` and ``offset`` are float32 also when the network runs in float16: the
+  state is blended and fed back in float32, and the grouping's pixel coordinates need float32.
   Deploy models carry no auxiliary heads (neither parameters nor outputs).
 
 Inputs are (N, 3, H, W) float RGB, already normalised with the ImageNet mean/std (see ``NormalizedModel``).
@@ -118,7 +121,7 @@ class PanopticNet(nn.Module):
         if previous_logits is not None:
             if not self.is_deploy or smoothing is None:
                 raise ValueError("previous_logits is for deploy mode and needs smoothing weights, one per image")
-            semantic_small = smooth_logits(semantic_small, previous_logits, smoothing.to(semantic_small.dtype))
+            semantic_small = smooth_logits(semantic_small.float(), previous_logits.float(), smoothing.float())
         semantic = resize_to(semantic_small, size)
         center = offset = None
         if self.instance_head is not None:
@@ -128,10 +131,10 @@ class PanopticNet(nn.Module):
 
         if self.is_deploy:
             return ModelOutputs(
-                semantic_logits=semantic_small,
-                semantic_ids=semantic.argmax(dim=1),
-                center=None if center is None else center_peaks(center.sigmoid()),
-                offset=offset,
+                semantic_logits=semantic_small.float(),
+                semantic_ids=semantic.argmax(dim=1).to(torch.uint8),
+                center=None if center is None else center_peaks(center.float().sigmoid()),
+                offset=None if offset is None else offset.float(),
             )
 
         aux = [resize_to(head(x), size) for head, x in zip(self.aux_heads, features.aux, strict=True)]

@@ -150,7 +150,8 @@ class PerceptionPipeline:
         sizes = [(f.image.shape[1], f.image.shape[0]) for f in frames]
 
         start = time.perf_counter()
-        batch = resize_batch([f.image for f in frames], self.backend.input_size)
+        batch = resize_batch([f.image for f in frames], self.backend.input_size,
+                             out=self.backend.input_buffer(len(frames)))
         timings["preprocess"] = _ms(start)
 
         start = time.perf_counter()

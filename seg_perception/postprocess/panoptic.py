@@ -51,7 +51,7 @@ class InstanceInfo:
 
 @dataclass(frozen=True)
 class PanopticFrame:
-    semantic: torch.Tensor  # (H, W) int64 class ids; thing pixels of an instance carry its voted class
+    semantic: torch.Tensor  # (H, W) class ids, the input's dtype; thing pixels of an instance carry its voted class
     instances: torch.Tensor  # (H, W) int32, 0 = no instance
     infos: tuple[InstanceInfo, ...]
 
@@ -117,7 +117,7 @@ def group_instances(
     kept_pixels = pixel_id > 0
     ys, xs = pixel_yx[kept_pixels, 0], pixel_yx[kept_pixels, 1]
     instances[ys, xs] = pixel_id[kept_pixels].to(torch.int32)
-    semantic[ys, xs] = instance_class[owner[kept_pixels]]
+    semantic[ys, xs] = instance_class[owner[kept_pixels]].to(semantic.dtype)
 
     count = int(keep.sum())
     if count == 0:
