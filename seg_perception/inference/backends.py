@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from seg_perception.inference.errors import BackendError
 from seg_perception.inference.device_runtime import GraphedNetwork, HostStaging
+from seg_perception.inference.errors import BackendError
 from seg_perception.inference.export import (
     CARD_METADATA_KEY,
     INPUT_NAME,
