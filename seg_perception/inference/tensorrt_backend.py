@@ -17,6 +17,7 @@ import torch
 
 from seg_perception.inference import engine_cache
 from seg_perception.inference.backends import BackendError, smoothing_inputs
+from seg_perception.inference.device_runtime import HostStaging
 from seg_perception.inference.export import INPUT_NAME, SMOOTHING_INPUT_NAME, SMOOTHING_TERMS, STATE_INPUT_NAME
 from seg_perception.models.card import ModelCard, sha256_of
 from seg_perception.models.panoptic import ModelOutputs
@@ -194,30 +195,39 @@ class TensorRTBackend:
         self.name = f"tensorrt:{precision}"
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.state_shape = tuple(self.engine.get_tensor_shape(STATE_INPUT_NAME))[1:]
-        self.stream = torch.cuda.Stream()
+        width, height = self.input_size
+        self.staging = HostStaging((height, width, 3), torch.device("cuda"))
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        return self.staging.buffer(batch)
 
     def infer(self, images: np.ndarray, previous_logits: torch.Tensor | None = None,
               smoothing: torch.Tensor | None = None) -> ModelOutputs:
+        """Queued on torch's current stream and not waited for: the outputs stay on the GPU for the
+        post-processing, which queues behind the engine on the same stream."""
         width, height = self.input_size
         batch_ok = 1 <= len(images) <= self.max_batch
         if images.dtype != np.uint8 or images.shape[1:] != (height, width, 3) or not batch_ok:
             raise BackendError(f"expected (1..{self.max_batch}, {height}, {width}, 3) uint8, got {images.shape}")
-        with torch.cuda.stream(self.stream):
-            batch = torch.from_numpy(images).cuda(non_blocking=True)
-            state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing, "cuda")
-            inputs = {INPUT_NAME: batch, STATE_INPUT_NAME: state.contiguous(), SMOOTHING_INPUT_NAME: weights}
-            for name, tensor in inputs.items():
-                self.context.set_input_shape(name, tuple(tensor.shape))
-                self.context.set_tensor_address(name, tensor.data_ptr())
-            outputs = {}
-            for name in self.names:
-                if name in inputs:
-                    continue
-                dtype = _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
-                tensor = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-                self.context.set_tensor_address(name, tensor.data_ptr())
-                outputs[name] = tensor
-            self.context.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return ModelOutputs(semantic_logits=outputs["semantic_logits"], semantic_ids=outputs["semantic_ids"].long(),
-                            center=outputs.get("center"), offset=outputs.get("offset"))
+        batch = self.staging.upload(images)
+        state, weights = smoothing_inputs(len(images), self.state_shape, previous_logits, smoothing, "cuda")
+        inputs = {INPUT_NAME: batch, STATE_INPUT_NAME: state.contiguous(), SMOOTHING_INPUT_NAME: weights.contiguous()}
+        for name, tensor in inputs.items():
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in self.names:
+            if name in inputs:
+                continue
+            dtype = _TORCH_DTYPES[self.engine.get_tensor_dtype(name).name]
+            tensor = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+            self.context.set_tensor_address(name, tensor.data_ptr())
+            outputs[name] = tensor
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise BackendError(f"TensorRT could not run {self.engine_path.name} on a batch of {len(images)}")
+        return ModelOutputs(semantic_logits=outputs["semantic_logits"].float(), semantic_ids=outputs["semantic_ids"],
+                            center=_float(outputs.get("center")), offset=_float(outputs.get("offset")))
+
+
+def _float(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.float()  # an fp16 engine may keep a half output; grouping needs float32

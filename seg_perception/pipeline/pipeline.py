@@ -182,7 +182,7 @@ class PerceptionPipeline:
             semantic_maps = list(semantic_ids)
             instance_maps = [torch.zeros(m.shape, dtype=torch.int16, device=m.device) for m in semantic_maps]
             infos = [() for _ in frames]
-        published, scales, tracker_maps = [], [], []
+        published, scales = [], []
         for i in range(len(frames)):
             model_size, size = (semantic_maps[i].shape[1], semantic_maps[i].shape[0]), sizes[i]
             scale, output_size = (1.0, 1.0), None
@@ -191,15 +191,12 @@ class PerceptionPipeline:
             maps = self.map_maker.to_host(semantic_maps[i], instance_maps[i], output_size, len(infos[i]))
             published.append(maps)
             scales.append(scale)
-            # The tracker matches at the model's resolution, on the host: the published map is that map
-            # unless it was resized, so only then does a second copy cross.
-            tracker_maps.append(maps.instances if output_size is None
-                                else instance_maps[i].to(torch.int16).cpu().numpy().view(np.uint16))
         timings["postprocess"] = _ms(start)
 
         start = time.perf_counter()
         track_ids = []
-        for camera, reason, instances, frame_infos in zip(cameras, reasons, tracker_maps, infos, strict=True):
+        # The tracker matches at the model's resolution, where the maps are (on a GPU: only counts cross).
+        for camera, reason, instances, frame_infos in zip(cameras, reasons, instance_maps, infos, strict=True):
             tracker = self._tracker(camera)
             if reason is not None and reason != "first_frame":
                 tracker.reset()

@@ -3,6 +3,8 @@
 The blend itself runs inside the model graph (``PanopticNet.smooth_logits``: an exponential weight and a
 label prior, on head-resolution logits); this class keeps each camera's previous logits and decides the
 terms: the configured ones, or zeros (a reset) when the past no longer describes the present.
+The logits stay on the device the network made them on (a view of its output, never copied to the host):
+on a GPU the state is fed back without crossing the bus.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 RESET_REASONS = ("first_frame", "stamp_backwards", "stamp_gap", "size_changed")
@@ -21,7 +22,7 @@ RESET_REASONS = ("first_frame", "stamp_backwards", "stamp_gap", "size_changed")
 class _CameraState:
     stamp_ns: int
     image_size: tuple[int, int]  # (width, height) of the camera image
-    logits: np.ndarray | None  # (C, h, w) smoothed head-resolution logits of the last frame (None when off)
+    logits: torch.Tensor | None  # (C, h, w) smoothed head-resolution logits of the last frame (None when off)
 
 
 class TemporalSmoother:
@@ -62,7 +63,8 @@ class TemporalSmoother:
 
     def inputs(self, cameras: Sequence[str], reasons: Sequence[str | None],
                state_shape: tuple[int, int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(previous_logits (N, C, h, w), terms (N, 2)) for a batch, or (None, None) when smoothing is off.
+        """(previous_logits (N, C, h, w) on the logits' device, terms (N, 2) on the host) for a batch, or
+        (None, None) when smoothing is off or no frame of the batch continues a stream.
 
         ``reasons`` come from ``discontinuity``; a frame with a reason starts afresh (weight 0).
         """
@@ -71,23 +73,29 @@ class TemporalSmoother:
                 self.resets[reason] += 1
         if not self.enabled:
             return None, None
-        # numpy, not torch: these arrays are tiny, and torch's thread pool costs milliseconds per op on a
-        # busy machine (measured), which is what a vehicle computer is.
-        previous = np.zeros((len(cameras), *state_shape), np.float32)
-        terms = np.zeros((len(cameras), 2), np.float32)
+        terms = torch.zeros((len(cameras), 2), dtype=torch.float32)  # tiny: made on the host, moved by the backend
+        states = []
         for i, (camera, reason) in enumerate(zip(cameras, reasons, strict=True)):
             state = self._state.get(camera)
             if reason is None and state is not None and state.logits is not None \
-                    and state.logits.shape == state_shape:
-                previous[i] = state.logits
-                terms[i] = (self.strength, self.label_prior)
-        return torch.from_numpy(previous), torch.from_numpy(terms)
+                    and tuple(state.logits.shape) == tuple(state_shape):
+                states.append(state.logits)
+                terms[i, 0], terms[i, 1] = self.strength, self.label_prior
+            else:
+                states.append(None)
+        known = [logits for logits in states if logits is not None]
+        if not known:
+            return None, None  # every frame starts afresh: the backend's zeros with weight 0, exactly unsmoothed
+        zeros = torch.zeros_like(known[0])
+        previous = torch.stack([zeros if logits is None else logits for logits in states])
+        return previous, terms
 
     def update(self, cameras: Sequence[str], stamps_ns: Sequence[int], image_sizes: Sequence[tuple[int, int]],
                logits: torch.Tensor) -> None:
         """Remember each camera's stamp, size and the graph's (smoothed) logits."""
         for i, camera in enumerate(cameras):
-            state_logits = logits[i].detach().cpu().numpy().astype(np.float32, copy=True) if self.enabled else None
+            # A view: backends hand out fresh output tensors every call, so nothing overwrites it.
+            state_logits = logits[i].detach() if self.enabled else None
             self._state[camera] = _CameraState(stamp_ns=stamps_ns[i], image_size=image_sizes[i], logits=state_logits)
 
     def reset(self, camera: str | None = None) -> None:

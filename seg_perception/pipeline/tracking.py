@@ -1,9 +1,12 @@
 """Stable obstacle track ids across the frames of one camera, by mask overlap with the previous frames.
 
 Each frame's instances are matched to the live tracks by mask IoU on a subsampled grid (``[::stride, ::stride]``):
-all pair intersections of two instance maps come from one ``np.bincount`` of ``prev_id * (M_cur + 1) + cur_id``.
+all pair intersections of two instance maps come from a bincount of ``prev_id * (M_cur + 1) + cur_id``.
 Past frames are kept sparse (the grid points that hold an instance, typically a small part of a road scene), since
 pixels with ``prev_id == 0`` would only fill the background row, which is never used.
+The counting runs in torch on the map's device (a GPU's, where the pipeline made the map): the past frames stay
+there, and all counts of a frame (every past frame's intersections and the current areas) come from one bincount
+and reach the host in one small copy; the greedy assignment then runs on those counts on the host.
 The assignment is greedy by descending IoU, one-to-one, between equal class ids and only at IoU >= the threshold.
 An unmatched instance starts a new track; track ids come from a counter that never goes back, so an id is never
 reused (also not across ``reset``). A track may be missed for up to ``max_misses`` frames and still be matched
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 
 
 @dataclass
@@ -33,8 +37,8 @@ class _Track:
 class _SparseMap:
     """The instance pixels of one subsampled frame: background pixels only feed the unused background row."""
 
-    pixel_index: np.ndarray  # flat indices into the subsampled map
-    instance_ids: np.ndarray  # int64, >= 1, one per pixel index
+    pixel_index: torch.Tensor  # flat indices into the subsampled map, on the map's device
+    instance_ids: torch.Tensor  # int64, >= 1, one per pixel index
     num_ids: int  # max id + 1
 
 
@@ -54,6 +58,7 @@ class ObstacleTracker:
         self._next_track_id = 1  # survives reset(): ids stay unique over the tracker's life
         self._frame_index = 0
         self._image_shape: tuple[int, int] | None = None
+        self._device: torch.device | None = None
         self._tracks: dict[int, _Track] = {}  # track id -> state
         self._past_frames: dict[int, _SparseMap] = {}  # frame index -> a frame holding a live track's last mask
 
@@ -63,23 +68,25 @@ class ObstacleTracker:
         self._past_frames.clear()
         self._image_shape = None
 
-    def update(self, instances: np.ndarray, class_ids: Mapping[int, int]) -> dict[int, int]:
-        """Track id (>= 1) for every instance id in ``class_ids``; ``instances`` is the (H, W) map, 0 = none."""
-        instances = np.asarray(instances)
-        if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
-            raise ValueError(f"instances must be an (H, W) integer map, got {instances.dtype} {instances.shape}")
+    def update(self, instances: np.ndarray | torch.Tensor, class_ids: Mapping[int, int]) -> dict[int, int]:
+        """Track id (>= 1) for every instance id in ``class_ids``; ``instances`` is the (H, W) map, 0 = none,
+        a numpy array or a tensor on any device (the counting runs there)."""
+        instances = _as_tensor(instances)
         if any(instance_id < 1 for instance_id in class_ids):
             raise ValueError(f"instance ids must be >= 1, got {sorted(class_ids)}")
-        if self._image_shape is not None and instances.shape != self._image_shape:
+        shape = tuple(instances.shape)
+        if self._image_shape is not None and (shape != self._image_shape or instances.device != self._device):
             self.reset()  # another resolution: not the stream the tracks came from
-        self._image_shape = instances.shape
+        self._image_shape, self._device = shape, instances.device
 
-        current = instances[:: self.stride, :: self.stride].ravel()  # only read in this call, never kept
-        pixel_index = np.flatnonzero(current)
-        instance_ids = current[pixel_index].astype(np.int64)
-        if instance_ids.size and instance_ids.min() < 0:
+        current = instances[:: self.stride, :: self.stride].reshape(-1).long()  # only read in this call, never kept
+        pixel_index = current.nonzero().squeeze(1)
+        instance_ids = current[pixel_index]
+        low, high = instance_ids.aminmax() if instance_ids.numel() else (0, 0)
+        low, high = int(low), int(high)
+        if low < 0:
             raise ValueError("instance ids must be >= 0")
-        num_ids = max([int(instance_ids.max()) if instance_ids.size else 0, *class_ids]) + 1
+        num_ids = max([high, *class_ids]) + 1
         frame = self._frame_index
         self._frame_index += 1
 
@@ -100,22 +107,33 @@ class ObstacleTracker:
         self._past_frames = {f: m for f, m in self._past_frames.items() if f in referenced}
         return assignment
 
-    def _match(self, current: np.ndarray, sparse: _SparseMap, class_ids: Mapping[int, int]) -> dict[int, int]:
+    def _counts(self, current: torch.Tensor, sparse: _SparseMap) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(current areas, past frame -> (previous id, current id) intersections), from one bincount and one copy."""
+        num_current = sparse.num_ids
+        codes, blocks, base = [sparse.instance_ids], [], num_current
+        for frame, previous in self._past_frames.items():
+            size = previous.num_ids * num_current
+            codes.append(base + previous.instance_ids * num_current + current[previous.pixel_index])
+            blocks.append((frame, previous.num_ids, base))
+            base += size
+        counts = torch.bincount(torch.cat(codes), minlength=base).cpu().numpy()
+        intersections = {frame: counts[start:start + rows * num_current].reshape(rows, num_current)
+                         for frame, rows, start in blocks}
+        return counts[:num_current], intersections
+
+    def _match(self, current: torch.Tensor, sparse: _SparseMap, class_ids: Mapping[int, int]) -> dict[int, int]:
         """Greedy one-to-one matching of current instance ids to live track ids (instance id -> track id)."""
         if not class_ids or not self._tracks:
             return {}
         num_current = sparse.num_ids
         current_class = np.full(num_current, -1, dtype=np.int64)
         current_class[list(class_ids)] = list(class_ids.values())
-        current_area = np.bincount(sparse.instance_ids, minlength=num_current)
+        current_area, intersections = self._counts(current, sparse)
 
         candidates: list[tuple[float, int, int, int]] = []  # (iou, last_frame, track id, current instance id)
-        for frame, previous in self._past_frames.items():
+        for frame, intersection in intersections.items():
             owners = {s.instance_id: t for t, s in self._tracks.items() if s.last_frame == frame}
-            num_previous = previous.num_ids  # covers the owners: they were that frame's class_ids
-            # every (previous id, current id) pixel count at once, over the previous frame's instance pixels
-            codes = previous.instance_ids * num_current + current[previous.pixel_index]
-            intersection = np.bincount(codes, minlength=num_previous * num_current).reshape(num_previous, -1)
+            num_previous = intersection.shape[0]  # covers the owners: they were that frame's class_ids
             previous_area = intersection.sum(axis=1)  # exact: every previous instance pixel is counted once
             union = previous_area[:, None] + current_area[None, :] - intersection
             iou = intersection / np.maximum(union, 1)
@@ -139,3 +157,16 @@ class ObstacleTracker:
             assignment[current_id] = track_id
             taken_tracks.add(track_id)
         return assignment
+
+
+def _as_tensor(instances: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(instances, torch.Tensor):
+        tensor = instances
+    else:
+        array = np.asarray(instances)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"instances must be an (H, W) integer map, got {array.dtype} {array.shape}")
+        tensor = torch.from_numpy(array.astype(np.int64, copy=False))
+    if tensor.ndim != 2 or tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise ValueError(f"instances must be an (H, W) integer map, got {tensor.dtype} {tuple(tensor.shape)}")
+    return tensor
