@@ -344,3 +344,23 @@ def test_nearest_resize_matches_opencv(source: int, target: int) -> None:
     image = np.random.default_rng(source).integers(0, 255, (source, source + 3), dtype=np.uint8)
     expected = cv2.resize(image, (target + 5, target), interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(resize_nearest(torch.from_numpy(image), (target + 5, target)).numpy(), expected)
+
+
+def test_one_host_block_holds_every_map_of_a_batch_intact() -> None:
+    """The GPU's single-copy path packs maps of mixed dtypes and odd sizes into one block: each comes back
+    equal, with its dtype and shape (run here with a plain block; on CUDA the same code gets a pinned one)."""
+    from seg_perception.postprocess.publish import copy_to_host_block
+
+    rng = np.random.default_rng(5)
+    made = [{"semantic": torch.from_numpy(rng.integers(0, 19, (7, 13), dtype=np.uint8)),
+             "instances": torch.from_numpy(rng.integers(-5, 300, (7, 13), dtype=np.int16)),
+             "areas": torch.arange(n, dtype=torch.int64) * 3, "mask:drivable": torch.full((5, 3), 255, dtype=torch.uint8)}
+            for n in (1, 5)]
+    host = copy_to_host_block(made, pinned=False)
+    bases = {tensor.untyped_storage().data_ptr() for maps in host for tensor in maps.values()}
+    assert len(bases) == 1  # one block, one copy to wait for
+    for want, got in zip(made, host, strict=True):
+        assert want.keys() == got.keys()
+        for key, tensor in want.items():
+            assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor)
+            assert got[key].data_ptr() != tensor.data_ptr()

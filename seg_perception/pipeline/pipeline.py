@@ -182,15 +182,15 @@ class PerceptionPipeline:
             semantic_maps = list(semantic_ids)
             instance_maps = [torch.zeros(m.shape, dtype=torch.int16, device=m.device) for m in semantic_maps]
             infos = [() for _ in frames]
-        published, scales = [], []
+        requests, scales = [], []
         for i in range(len(frames)):
             model_size, size = (semantic_maps[i].shape[1], semantic_maps[i].shape[0]), sizes[i]
             scale, output_size = (1.0, 1.0), None
             if self.settings.output_resolution == "camera" and size != model_size:
                 scale, output_size = (size[0] / model_size[0], size[1] / model_size[1]), size
-            maps = self.map_maker.to_host(semantic_maps[i], instance_maps[i], output_size, len(infos[i]))
-            published.append(maps)
+            requests.append((semantic_maps[i], instance_maps[i], output_size, len(infos[i])))
             scales.append(scale)
+        published = self.map_maker.to_host(requests)
         timings["postprocess"] = _ms(start)
 
         start = time.perf_counter()

@@ -3,11 +3,13 @@
 Class ids and instance ids are resized to the output size and the role masks looked up on the device of
 the outputs (CPU or GPU, the same code); only uint8/uint16 maps at the output resolution and one small
 vector of instance areas cross to the host. No int64 image and no full-resolution float map does.
+From a GPU, all maps of a batch cross in one go: asynchronous copies into one page-locked host block
+(PyTorch caches those), then one wait. On the CPU the maps are the arrays themselves, nothing is copied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,17 +51,53 @@ class MapMaker:
             self._on_device[device] = {role: table.to(device) for role, table in self._tables.items()}
         return self._on_device[device]
 
-    def to_host(self, semantic: torch.Tensor, instances: torch.Tensor, output_size: tuple[int, int] | None,
-                num_instances: int) -> HostMaps:
-        """``semantic`` and ``instances``: (H, W) integer maps on one device; ``output_size`` (width, height)
-        or None to keep theirs. Class ids must be below 256 and instance ids below 32768."""
+    def _make(self, semantic: torch.Tensor, instances: torch.Tensor, output_size: tuple[int, int] | None,
+              num_instances: int) -> dict[str, torch.Tensor]:
         semantic = semantic.to(torch.uint8)  # narrow first: resizing and copying move a quarter of the bytes
         instances = instances.to(torch.int16)
         if output_size is not None and output_size != (semantic.shape[1], semantic.shape[0]):
             semantic = resize_nearest(semantic, output_size)
             instances = resize_nearest(instances, output_size)
         index = semantic.long()
-        masks = {role: table[index] for role, table in self._tables_on(semantic.device).items()}
-        areas = torch.bincount(instances.flatten().long(), minlength=num_instances + 1)
-        return HostMaps(semantic=semantic.cpu().numpy(), instances=instances.cpu().numpy().view(np.uint16),
-                        masks={role: mask.cpu().numpy() for role, mask in masks.items()}, areas=areas.cpu().numpy())
+        maps = {"semantic": semantic, "instances": instances,
+                "areas": torch.bincount(instances.flatten().long(), minlength=num_instances + 1)}
+        maps |= {f"mask:{role}": table[index] for role, table in self._tables_on(semantic.device).items()}
+        return maps
+
+    def to_host(self, frames: Sequence[tuple[torch.Tensor, torch.Tensor, tuple[int, int] | None, int]],
+                ) -> list[HostMaps]:
+        """Per frame ``(semantic, instances, output_size, num_instances)``: (H, W) integer maps on one device,
+        ``output_size`` (width, height) or None to keep theirs. Class ids must be below 256 and instance ids
+        below 32768."""
+        made = [self._make(*frame) for frame in frames]
+        if made and made[0]["semantic"].device.type == "cuda":
+            made = copy_to_host_block(made, pinned=True)
+        return [HostMaps(semantic=m["semantic"].numpy(), instances=m["instances"].numpy().view(np.uint16),
+                         masks={key.removeprefix("mask:"): t.numpy() for key, t in m.items()
+                                if key.startswith("mask:")},
+                         areas=m["areas"].numpy())
+                for m in made]
+
+
+def copy_to_host_block(made: list[dict[str, torch.Tensor]], *, pinned: bool) -> list[dict[str, torch.Tensor]]:
+    """Every tensor into one host block (page-locked when ``pinned``, so the copies are asynchronous), then a
+    single wait for all of them. The host tensors are views of the block, which lives as long as any of them."""
+    layout, total = [], 0
+    for maps in made:
+        for tensor in maps.values():
+            layout.append(total)
+            total += -(-tensor.numel() * tensor.element_size() // 8) * 8  # 8-byte aligned, for the int64 areas
+    block = torch.empty(total, dtype=torch.uint8, pin_memory=pinned)
+    host, offsets = [], iter(layout)
+    for maps in made:
+        copies = {}
+        for key, tensor in maps.items():
+            start = next(offsets)
+            size = tensor.numel() * tensor.element_size()
+            target = block[start:start + size].view(tensor.dtype).view(tensor.shape)
+            copies[key] = target.copy_(tensor.contiguous(), non_blocking=pinned)
+        host.append(copies)
+    device = next(iter(made[0].values())).device
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    return host
