@@ -9,12 +9,13 @@ LR-ASPP MobileNetV3-Large in eager PyTorch at the same size (semantic only: argm
 Compare rows as ratios measured in one run, never across machines.
 
 On CUDA, work is queued and the host returns before the GPU has done it, so a host clock around a
-kernel launch measures the launch. The pipeline's stage clocks stay host clocks, and they are honest
-there: every stage that queues GPU work ends in a blocking device-to-host copy (ids, center and offset
-in inference, the smoothing state in smoothing), and the device is synchronised before each call so
-no earlier work is charged to it. What is timed here directly (the network alone, the baseline's stages,
-the in-graph blend, and the backend call inside the pipeline as ``inference_gpu``) is timed with CUDA
-events on the GPU's own clock (``Stopwatch``); on the CPU with ``time.perf_counter``.
+kernel launch measures the launch. The pipeline's stage clocks stay host clocks, and end to end is honest:
+the outputs stay on the GPU until the published maps of the batch are copied back in one blocking copy
+(in postprocess), so the GPU time of the network and of the grouping lands in postprocess, the first stage
+that waits, and the device is synchronised before each call so no earlier work is charged to it. What is
+timed here directly (the network alone, the baseline's stages, the in-graph blend, and the backend call
+inside the pipeline as ``inference_gpu``) is timed with CUDA events on the GPU's own clock
+(``Stopwatch``); on the CPU with ``time.perf_counter``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from seg_perception.inference.backends import OnnxRuntimeBackend, TorchBackend
 from seg_perception.inference.export import export_onnx
 from seg_perception.inference.preprocess import normalise, resize_batch
 from seg_perception.models.card import load_card
-from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.pipeline.pipeline import CameraFrame, PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for, role_masks
 from seg_perception.synth import render_sequence
@@ -55,8 +55,8 @@ class BenchRow:
     p99_ms: float
     fps: float  # images per second at the mean end-to-end time
     stage_p50_ms: dict[str, float]
-    # The deploy-mode forward alone on a random normalised input, same size and batch (torch rows of the
-    # checkpoint only): how much of end to end is the network.
+    # The torch backend's network alone (run_on_device: its precision, its CUDA graphs) on random camera pixels
+    # already on the device, same size and batch (torch rows only): how much of end to end is the network.
     network_p50_ms: float | None = None
     # CUDA only: the backend call inside the pipeline on CUDA events (upload, normalise, network, blend,
     # argmax), the GPU share of the host-timed inference stage.
@@ -144,7 +144,8 @@ def _frames(size: tuple[int, int], count: int) -> list[np.ndarray]:
 
 def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[tuple[int, int]],
                   batches: Sequence[int], warmup: int = 2, calls: int = 10, device: str = "cpu",
-                  baseline: bool = True, progress: Callable[[str], None] = print, trt_precision: str = "fp16") -> dict:
+                  baseline: bool = True, progress: Callable[[str], None] = print, trt_precision: str = "fp16",
+                  torch_precision: str = "fp32") -> dict:
     card = load_card(checkpoint)
     roles = role_mapping_for(card.class_names, card.thing_ids)
     rows: list[BenchRow] = []
@@ -153,8 +154,10 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
         for size in sizes:
             frames = _frames(size, max(batches))
             runners: dict[str, object] = {}
+            torch_backend = None
             if "torch" in backends:
-                runners[f"torch:{device}"] = TorchBackend(checkpoint, device=device, input_size=size)
+                torch_backend = TorchBackend(checkpoint, device=device, input_size=size, precision=torch_precision)
+                runners[torch_backend.name] = torch_backend
             onnx_path = None
             if "onnxruntime" in backends or "tensorrt" in backends:
                 onnx_path = export_onnx(checkpoint, Path(scratch) / f"model_{size[0]}x{size[1]}.onnx", input_size=size)
@@ -169,8 +172,8 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
                                          cache_dir=default_cache_dir("engines"), precision=trt_precision,
                                          max_batch=max(batches))
                 runners[engine.name] = engine
-            network = {batch: network_ms(checkpoint, size, batch, device, warmup=warmup, calls=calls)
-                       for batch in batches} if "torch" in backends else {}
+            network = {batch: network_ms(torch_backend, batch, warmup=warmup, calls=calls)
+                       for batch in batches} if torch_backend else {}
             for name, backend in runners.items():
                 for batch in batches:
                     run = _PipelineCall(backend, card, roles, frames[:batch], device)
@@ -183,7 +186,7 @@ def run_benchmark(checkpoint: Path, *, backends: Sequence[str], sizes: Sequence[
             if baseline:
                 rows += _baseline_rows(size, batches, frames, card, roles, device, warmup, calls, progress)
     return {"device": device, "device_name": device_name(device), "machine": machine_description(device),
-            "checkpoint": str(checkpoint), "warmup": warmup, "calls": calls,
+            "checkpoint": str(checkpoint), "warmup": warmup, "calls": calls, "torch_precision": torch_precision,
             "smoothing_blend_ms_per_image": blend, "rows": [asdict(r) for r in rows], "ratios": ratios(rows)}
 
 
@@ -221,6 +224,9 @@ class _EventTimedBackend:
         self.input_size, self.state_shape = backend.input_size, backend.state_shape
         self.watch = Stopwatch("cuda")
 
+    def input_buffer(self, batch: int):
+        return self.backend.input_buffer(batch)
+
     def infer(self, images, previous_logits=None, smoothing=None):
         self.watch.start()
         outputs = self.backend.infer(images, previous_logits, smoothing)
@@ -229,19 +235,16 @@ class _EventTimedBackend:
 
 
 @torch.no_grad()
-def network_ms(checkpoint: Path, size: tuple[int, int], batch: int, device: str, *, warmup: int,
-               calls: int) -> list[float]:
-    """The deploy-mode forward alone (with the smoothing inputs, as deployed) on a random normalised input."""
-    from seg_perception.inference.backends import smoothing_inputs
-    from seg_perception.inference.export import state_shape
-
-    model, _ = load_checkpoint(checkpoint, device=device)
-    image = torch.randn(batch, 3, size[1], size[0], device=device)
-    state, weights = smoothing_inputs(batch, state_shape(model, size), None, None, device)
+def network_ms(backend: TorchBackend, batch: int, *, warmup: int, calls: int) -> list[float]:
+    """The network as the backend runs it (same precision, CUDA graphs when it has them; normalisation, the
+    smoothing blend and the argmax included) on random camera pixels already on the device: no upload, no
+    post-processing."""
+    width, height = backend.input_size
+    images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=backend.device)
     samples = []
     for call in range(warmup + calls):
-        watch = Stopwatch(device).start()
-        model(image, state, weights)
+        watch = Stopwatch(str(backend.device)).start()
+        backend.run_on_device(images)
         watch.stop()
         if call >= warmup:
             samples.append(watch.ms())

@@ -179,7 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device}: CUDA is not available here (torch {torch.__version__})")
     result = run_benchmark(args.model, backends=args.backends.split(","), sizes=args.sizes, batches=args.batches,
                            warmup=args.warmup, calls=args.calls, device=args.device, baseline=not args.no_baseline,
-                           trt_precision=args.trt_precision)
+                           trt_precision=args.trt_precision, torch_precision=args.torch_precision)
     result["command"] = shlex.join(["seg-perception", *args.argv])
     print()
     print(f"device: {result['device']} ({result['device_name']})")
@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backends", default="torch,onnxruntime",
                        help="comma-separated: torch, onnxruntime, tensorrt (GPU only)")
     bench.add_argument("--trt-precision", choices=("fp16", "int8", "fp32"), default="fp16")
+    bench.add_argument("--torch-precision", choices=("fp32", "fp16"), default="fp32",
+                       help="the torch backend's precision (fp16 on CUDA only, with channels_last)")
     bench.add_argument("--sizes", type=lambda t: [parse_size(v) for v in t.split(",")],
                        default=[(512, 256), (1024, 512), (2048, 1024)], help="WxH list (512x256,1024x512,2048x1024)")
     bench.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2, 4],

@@ -72,3 +72,9 @@ def test_cuda_rows_carry_event_times() -> None:
             assert row["network_p50_ms"] > 0 and row["inference_gpu_p50_ms"] > 0
             # The events cover the GPU part of the host-timed stage, which also waits for the copy back.
             assert row["inference_gpu_p50_ms"] <= row["stage_p50_ms"]["inference"] * 1.05 + 0.5
+
+
+def test_fp16_torch_bench_on_the_cpu_is_refused_not_run_in_fp32(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--device", "cpu", "--backends", "torch", "--sizes", "128x64",
+                     "--torch-precision", "fp16", "--no-baseline"]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err

@@ -354,7 +354,8 @@ def test_one_host_block_holds_every_map_of_a_batch_intact() -> None:
     rng = np.random.default_rng(5)
     made = [{"semantic": torch.from_numpy(rng.integers(0, 19, (7, 13), dtype=np.uint8)),
              "instances": torch.from_numpy(rng.integers(-5, 300, (7, 13), dtype=np.int16)),
-             "areas": torch.arange(n, dtype=torch.int64) * 3, "mask:drivable": torch.full((5, 3), 255, dtype=torch.uint8)}
+             "areas": torch.arange(n, dtype=torch.int64) * 3,
+             "mask:drivable": torch.full((5, 3), 255, dtype=torch.uint8)}
             for n in (1, 5)]
     host = copy_to_host_block(made, pinned=False)
     bases = {tensor.untyped_storage().data_ptr() for maps in host for tensor in maps.values()}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 15's GPU measurement in one call, from the repository root:
-#   (a) parity: the torch pipeline on the CPU and on CUDA gives the same masks and instances
-#       (tools/gpu_parity.py);
-#   (b) `seg-perception bench --device cuda`: end to end, per stage, the network alone, on CUDA events;
+#   (a) parity: the torch pipeline on the CPU (fp32) and on CUDA gives the same masks and instances
+#       (tools/gpu_parity.py), with the CUDA side in fp32 and in fp16;
+#   (b) `seg-perception bench --device cuda`: end to end, per stage, the network alone, on CUDA events,
+#       in fp32 and in fp16 (both with CUDA graphs);
 #   then a markdown file ready to paste into docs/BENCHMARKS.md.
 # Everything is written under ${OUT:-gpu_check_out}. Exit status: non-zero when a step fails or parity
 # does not hold (the bench still runs after a parity failure, so its figures come back either way).
@@ -16,7 +17,7 @@ dry_run=${GPU_CHECK_DRY_RUN:-0}
 for arg in "$@"; do
     case $arg in
         --cpu-dry-run) dry_run=1 ;;
-        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -38,10 +39,12 @@ export PYTHONPATH="$noros:$PWD"
 
 if [[ $dry_run == 1 ]]; then
     device=cpu
+    precisions=(fp32)  # fp16 is CUDA only
     parity_args=(--device-b cpu --size 256x128 --frames 2)
     bench_args=(--sizes 256x128 --batches 1,2 --warmup 1 --calls 3)
 else
     device=cuda
+    precisions=(fp32 fp16)
     parity_args=(--device-b cuda --size 1024x512 --frames 4)
     bench_args=(--sizes 2048x1024,1024x512 --batches 1,4 --warmup 3 --calls 20)
 fi
@@ -61,41 +64,54 @@ EOF
 echo "== environment ($((SECONDS - start)) s)"; cat "$out/environment.json"
 
 parity_status=0
-step=$SECONDS
-"$PYTHON" tools/gpu_parity.py --device-a cpu "${parity_args[@]}" --json "$out/parity.json" \
-    > "$out/parity.log" 2>&1 || parity_status=$?
-echo "== parity cpu vs $device: exit $parity_status ($((SECONDS - step)) s)"; tail -n 40 "$out/parity.log"
+for precision in "${precisions[@]}"; do
+    step=$SECONDS
+    status=0
+    "$PYTHON" tools/gpu_parity.py --device-a cpu "${parity_args[@]}" --precision-b "$precision" \
+        --json "$out/parity_$precision.json" > "$out/parity_$precision.log" 2>&1 || status=$?
+    [[ $status == 0 ]] || parity_status=$status
+    echo "== parity cpu vs $device $precision: exit $status ($((SECONDS - step)) s)"
+    tail -n 40 "$out/parity_$precision.log"
+done
 
-step=$SECONDS
-"$PYTHON" -m seg_perception.cli bench --device "$device" --backends torch "${bench_args[@]}" --no-baseline \
-    --json "$out/bench_$device.json" 2>&1 | tee "$out/bench_$device.log"
-echo "== bench on $device ($((SECONDS - step)) s)"
+for precision in "${precisions[@]}"; do
+    step=$SECONDS
+    "$PYTHON" -m seg_perception.cli bench --device "$device" --backends torch "${bench_args[@]}" --no-baseline \
+        --torch-precision "$precision" --json "$out/bench_${device}_$precision.json" \
+        2>&1 | tee "$out/bench_${device}_$precision.log"
+    echo "== bench on $device $precision ($((SECONDS - step)) s)"
+done
 
-"$PYTHON" - "$out" "$device" "$parity_status" > "$out/BENCHMARKS_$device.md" <<'EOF'
+"$PYTHON" - "$out" "$device" "$parity_status" "${precisions[@]}" > "$out/BENCHMARKS_$device.md" <<'EOF'
 import json, sys
 from pathlib import Path
 from seg_perception.benchmark import markdown_table
-out, device, parity_status = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-bench = json.loads((out / f"bench_{device}.json").read_text())
+out, device, parity_status, precisions = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 env = json.loads((out / "environment.json").read_text())
-print(f"### {bench['device_name']} ({device}), torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}\n")
-print(f"Command: `{bench['command']}` ({bench['warmup']} warm-up calls, {bench['calls']} timed; p50 unless named).")
 clock = "CUDA events" if device.startswith("cuda") else "host clocks"
-print("Stages are host clocks (on CUDA each GPU stage ends in a blocking copy back); `network` (the deploy-mode")
-print("forward alone on a random input) and `inference GPU` (the backend call inside the pipeline, CUDA only)")
-print(f"are {clock}.\n")
-print(markdown_table(bench) + "\n")
-for name, value in bench["ratios"].items():
-    print(f"- {name}: {value}")
-parity = out / "parity.json"
-if parity.exists():
-    p = json.loads(parity.read_text())
-    fractions = ", ".join(f"{k} {v:.4%}" for k, v in p["equal_fraction"].items())
-    print(f"\nParity {p['device_a']} vs {p['device_b']} ({p['frames']} held-out frames at {p['size'][0]}x{p['size'][1]}, "
-          f"TF32 {'on' if p['cudnn_allow_tf32'] else 'off'}): {'holds' if p['ok'] else 'FAILS'}; equal pixels {fractions}; "
-          f"{p['instances_compared']} instances, {len(p['frames_failing_instances'])} frame(s) with an instance mismatch.")
-else:
-    print(f"\nParity: no result (tools/gpu_parity.py exited {parity_status}, see parity.log).")
+for precision in precisions:
+    bench = json.loads((out / f"bench_{device}_{precision}.json").read_text())
+    print(f"### {bench['device_name']} ({device}, torch {precision}), torch {env['torch']}, CUDA {env['cuda']}, "
+          f"cuDNN {env['cudnn']}\n")
+    print(f"Command: `{bench['command']}` ({bench['warmup']} warm-up calls, {bench['calls']} timed; p50 unless named).")
+    print("Stages are host clocks; on CUDA the GPU work is waited for in postprocess (one copy of the published")
+    print("maps), so end to end is complete. `network` (the backend's network alone on device-resident pixels) and")
+    print(f"`inference GPU` (the backend call inside the pipeline, CUDA only) are {clock}.\n")
+    print(markdown_table(bench) + "\n")
+    for name, value in bench["ratios"].items():
+        print(f"- {name}: {value}")
+    print()
+for precision in precisions:
+    parity = out / f"parity_{precision}.json"
+    if parity.exists():
+        p = json.loads(parity.read_text())
+        fractions = ", ".join(f"{k} {v:.4%}" for k, v in p["equal_fraction"].items())
+        print(f"Parity {p['device_a']} fp32 vs {p['device_b']} {precision} ({p['frames']} held-out frames at "
+              f"{p['size'][0]}x{p['size'][1]}, TF32 {'on' if p['cudnn_allow_tf32'] else 'off'}): "
+              f"{'holds' if p['ok'] else 'FAILS'}; equal pixels {fractions}; {p['instances_compared']} instances, "
+              f"{len(p['frames_failing_instances'])} frame(s) with an instance mismatch.\n")
+    else:
+        print(f"Parity {precision}: no result (see parity_{precision}.log).\n")
 EOF
 echo "== wrote $out/BENCHMARKS_$device.md (total $((SECONDS - start)) s)"; cat "$out/BENCHMARKS_$device.md"
 exit "$parity_status"

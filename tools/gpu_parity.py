@@ -28,8 +28,8 @@ from seg_perception.synth import render_sequence
 HELD_OUT_SEED = 8128  # not a training seed: parity on frames the model has not fitted
 
 
-def run_device(model: Path, device: str, steps: list[dict]) -> list[list[FrameResult]]:
-    backend = TorchBackend(model, device=device)
+def run_device(model: Path, device: str, steps: list[dict], precision: str = "fp32") -> list[list[FrameResult]]:
+    backend = TorchBackend(model, device=device, precision=precision)
     card = backend.card
     pipeline = PerceptionPipeline(backend, card, role_mapping_for(card.class_names, card.thing_ids),
                                   PipelineSettings())
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("models/demo"))
     parser.add_argument("--device-a", default="cpu")
     parser.add_argument("--device-b", default="cuda")
+    parser.add_argument("--precision-b", choices=("fp32", "fp16"), default="fp32",
+                        help="the torch backend's precision on device B (A runs fp32, the reference)")
     parser.add_argument("--frames", type=int, default=4, help="time steps per camera (default 4)")
     parser.add_argument("--cameras", default="front,rear", help="rig cameras (default front,rear)")
     parser.add_argument("--size", type=parse_size, default=(1024, 512), help="camera WxH (default 1024x512)")
@@ -105,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
     steps = list(render_sequence(seed=HELD_OUT_SEED, sequence=0, num_frames=args.frames, width=args.size[0],
                                  height=args.size[1], cameras=tuple(args.cameras.split(","))))
-    summary = compare(run_device(args.model, args.device_a, steps), run_device(args.model, args.device_b, steps),
+    summary = compare(run_device(args.model, args.device_a, steps),
+                      run_device(args.model, args.device_b, steps, args.precision_b),
                       min_equal=args.min_equal, min_iou=args.min_iou)
-    summary = {"device_a": args.device_a, "device_b": args.device_b, "model": str(args.model),
+    summary = {"device_a": args.device_a, "device_b": args.device_b, "precision_b": args.precision_b,
+               "model": str(args.model),
                "frames": args.frames * len(args.cameras.split(",")), "size": list(args.size),
                "min_equal": args.min_equal, "min_iou": args.min_iou,
                # TF32 convolutions (PyTorch's default on Ampere and later) are what the node runs with.
