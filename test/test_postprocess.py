@@ -149,3 +149,27 @@ def test_min_area_scales_with_the_model_input() -> None:
     assert PanopticConfig.for_input((13,), (512, 256)).min_area == 8
     assert PanopticConfig.for_input((13,), (2048, 1024)).min_area == 128
     assert PanopticConfig.for_input((13,), (128, 64)).min_area == 4
+
+
+def test_an_image_groups_the_same_alone_and_beside_a_busier_one() -> None:
+    """The batch is padded to the centre count of its fullest image; padding must not change any result."""
+    semantic, instance = _scene()
+    sem, center, offset = _as_network_outputs(semantic, instance)
+    busy_sem, busy_center, busy_offset = sem.clone(), center.clone(), offset.clone()
+    busy_sem[45:60, :] = CAR  # a row of extra cars, each with its own centre
+    for x in range(5, 90, 12):
+        busy_center[52, x] = 0.9
+        busy_offset[:, 45:60, max(0, x - 6):x + 6] = 0.0
+    alone = group_instances(sem, center, offset, CONFIG)
+    beside = group_batch(torch.stack([busy_sem, sem]), torch.stack([busy_center, center])[:, None],
+                         torch.stack([busy_offset, offset]), CONFIG)
+    assert len(beside[0].infos) > len(alone.infos) == 3
+    assert beside[1].infos == alone.infos
+    assert torch.equal(beside[1].instances, alone.instances) and torch.equal(beside[1].semantic, alone.semantic)
+
+
+def test_equal_centre_scores_are_numbered_in_raster_order() -> None:
+    heat = torch.zeros(40, 40)
+    heat[30, 5] = heat[5, 30] = heat[5, 10] = heat[20, 20] = 0.7  # saturated peaks tie (e.g. float16 outputs)
+    coords, scores = find_centers(heat, PanopticConfig(thing_ids=(1,), peaks_only=True))
+    assert coords.tolist() == [[5, 10], [5, 30], [20, 20], [30, 5]] and scores.tolist() == pytest.approx([0.7] * 4)
