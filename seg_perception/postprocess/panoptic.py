@@ -7,6 +7,7 @@ the number of waits for the device do not grow with the number of images or inst
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,10 +84,12 @@ def find_centers(center: torch.Tensor, config: PanopticConfig) -> tuple[torch.Te
     return torch.stack([flat // width, flat % width], 1), scores
 
 
+@functools.lru_cache(maxsize=16)
 def _thing_table(thing_ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    table = torch.zeros(256, dtype=torch.bool, device=device)
+    """True at the thing class ids; made once per device (building it on a GPU is a copy from the host)."""
+    table = torch.zeros(256, dtype=torch.bool)
     table[list(thing_ids)] = True
-    return table
+    return table.to(device)
 
 
 def group_instances(
