@@ -91,8 +91,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers, seed=args.seed, device=args.device, amp=not args.no_amp,
         max_iterations=args.max_iterations, fp16_weights=not args.fp32_weights,
         command=shlex.join(["seg-perception", *args.argv]), init_weights=str(args.init_weights or ""),
+        profile=args.profile, backbone_weights=str(args.backbone_weights or ""),
     )
     train(config, resume=args.resume)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from seg_perception.models.convert import write_official_checkpoint
+
+    out = write_official_checkpoint(args.source, args.out, input_size=args.input_size, fp16=not args.fp32_weights)
+    print(f"wrote {out} (DDRNet-23-slim, 19 Cityscapes classes, no instance head) from {args.source}")
     return 0
 
 
@@ -277,7 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     trainer.add_argument("--init-weights", type=Path,
                          help="start from this checkpoint folder (aux heads start fresh); e.g. models/demo")
+    trainer.add_argument("--backbone-weights", type=Path,
+                         help="the authors' ImageNet-pretrained DDRNet-23-slim (DDRNet23s_imagenet.pth): every "
+                              "backbone tensor but DAPPM's must load; its classifier is dropped")
+    trainer.add_argument("--profile", type=int, default=0, metavar="N",
+                         help="time N iterations: loader wait against step time, written to OUT/profile.json; "
+                              "no model is written")
     trainer.set_defaults(run=cmd_train)
+    convert = sub.add_parser(
+        "convert", help="an official DDRNet-23-slim Cityscapes checkpoint (.pth) -> a checkpoint folder")
+    convert.add_argument("source", type=Path, help="the authors' file, e.g. best_val_smaller.pth (weights only)")
+    convert.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    convert.add_argument("--input-size", type=parse_size, default=(2048, 1024),
+                         help="input WxH for the card (2048x1024, the authors' evaluation size)")
+    convert.add_argument("--fp32-weights", action="store_true", help="store fp32 instead of fp16 weights")
+    convert.set_defaults(run=cmd_convert)
     evaluate = sub.add_parser(
         "eval", help="replay bags through the node's pipeline (metrics, latency, output bag, report), "
                      "or score a checkpoint on labelled folders (--dataset)")

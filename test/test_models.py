@@ -517,3 +517,81 @@ def test_onnx_export_matches_torch(tmp_path: Path, arch: str) -> None:
     center_mismatch = float((np.abs(got["center"] - want["center"]) > 1e-3).mean())
     assert center_mismatch <= 1e-3, center_mismatch
     np.testing.assert_allclose(got["offset"], want["offset"], atol=1e-4 * np.abs(want["offset"]).max())
+
+
+def _imagenet_checkpoint(*, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The authors' ImageNet DDRNet-23-slim layout: the backbone without DAPPM, plus its classifier
+    (down5 = conv-BN-ReLU-conv-BN, last_layer = 1x1 conv-BN-ReLU to 1024, linear to 1000)."""
+    ours = build_model(arch="ddrnet23_slim", num_classes=19, deploy=True, instance_head=False)
+    torch.manual_seed(1)
+    checkpoint = {}
+    for key, tensor in ours.state_dict().items():
+        if not key.startswith("backbone.") or key.startswith("backbone.dappm."):
+            continue
+        value = torch.randint(0, 100, ()) if not tensor.is_floating_point() else torch.randn_like(tensor)
+        checkpoint[prefix + str(official_key(key))] = value
+    classifier = {"down5.0.weight": (256, 128, 3, 3), "down5.1.weight": (256,), "down5.3.weight": (512, 256, 3, 3),
+                  "down5.4.running_var": (512,), "last_layer.0.weight": (1024, 512, 1, 1),
+                  "last_layer.1.bias": (1024,), "linear.weight": (1000, 1024), "linear.bias": (1000,)}
+    for name, shape in classifier.items():
+        checkpoint[prefix + name] = torch.randn(shape)
+    return checkpoint
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_imagenet_backbone_loads_every_backbone_tensor_and_drops_the_classifier(tmp_path: Path, prefix: str) -> None:
+    from seg_perception.models.convert import load_imagenet_backbone
+
+    checkpoint = _imagenet_checkpoint(prefix=prefix)
+    path = tmp_path / "DDRNet23s_imagenet.pth"
+    torch.save({"state_dict": checkpoint} if prefix else checkpoint, path)
+    model = build_model(arch="ddrnet23_slim", num_classes=20, deploy=False)  # ours: 20 classes, instance head
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    assert load_imagenet_backbone(model, path) == len(checkpoint) - 8
+    state = model.state_dict()
+    for key in state:
+        if key.startswith("backbone.") and not key.startswith("backbone.dappm."):
+            assert torch.equal(state[key], checkpoint[prefix + str(official_key(key))]), key
+        else:  # DAPPM and every head keep their initialisation
+            assert torch.equal(state[key], fresh[key]), key
+
+
+def test_imagenet_backbone_errors_name_what_is_wrong(tmp_path: Path) -> None:
+    from seg_perception.models.convert import load_imagenet_backbone
+
+    model = build_model(arch="ddrnet23_slim", num_classes=20, deploy=False)
+    missing = _imagenet_checkpoint()
+    del missing["layer4_.0.bn1.running_mean"]
+    torch.save(missing, tmp_path / "missing.pth")
+    with pytest.raises(WeightsError, match=r"missing\.pth: not the DDRNet-23-slim ImageNet backbone \(missing: "
+                                           r"backbone\.high_layer4\.0\.conv1\.bn\.running_mean"):
+        load_imagenet_backbone(model, tmp_path / "missing.pth")
+    torch.save(_official_checkpoint(), tmp_path / "cityscapes.pth")  # the Cityscapes model given by mistake
+    with pytest.raises(WeightsError, match=r"not in the official DDRNet-23-slim ImageNet layout: model\.spp\."):
+        load_imagenet_backbone(model, tmp_path / "cityscapes.pth")
+    with pytest.raises(ValueError, match="does not fit arch 'bisenetv2'"):
+        load_imagenet_backbone(build_model(arch="bisenetv2", num_classes=20, deploy=False), tmp_path / "x.pth")
+
+
+def test_convert_command_writes_a_checkpoint_the_product_loads(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from seg_perception import cli
+    from seg_perception.models.checkpoint import load_checkpoint
+
+    checkpoint = _official_checkpoint(prefix="module.model.")
+    source = tmp_path / "best_val_smaller.pth"
+    torch.save({"state_dict": checkpoint}, source)
+    out = tmp_path / "official"
+    assert cli.main(["convert", str(source), "--out", str(out), "--fp32-weights", "--input-size", "1024x512"]) == 0
+    model, card = load_checkpoint(out)
+    assert card.num_classes == 19 and not card.instance_head and card.input_size == (1024, 512)
+    assert card.training["source_sha256"] and "not evaluated" in card.metrics["note"]
+    reference = build_model(arch="ddrnet23_slim", num_classes=19, deploy=True, instance_head=False)
+    load_official_ddrnet23_slim(reference, source)
+    expected = reference.state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(tensor, expected[key]) for key, tensor in model.state_dict().items())
+
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    assert cli.main(["convert", str(tmp_path / "notes.pth"), "--out", str(tmp_path / "bad")]) == 2
+    assert "notes.pth: not a plain tensor checkpoint" in capsys.readouterr().err  # named, no traceback

@@ -341,3 +341,94 @@ def test_a_non_finite_loss_stops_training_before_anything_is_saved(checkpoint_da
     with pytest.raises(FloatingPointError, match="loss became nan by iteration 1"):
         train(config, show_progress=False)
     assert not (out / "checkpoint.pt").exists() and not (out / "model.safetensors").exists()
+
+
+def _ohem_by_sorting(logits, target, threshold, min_kept, ignore_index=255):
+    """The DDRNet recipe, spelled out: a full sort of the valid pixels' true-class probabilities."""
+    losses = torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none").flatten()
+    valid = target.flatten() != ignore_index
+    losses = losses[valid]
+    probs = torch.exp(-losses)
+    kept = min(min_kept, losses.numel())
+    cutoff = max(threshold, float(probs.sort().values[kept - 1])) if kept > 0 else threshold
+    hard = losses[probs <= cutoff]
+    return hard.mean() if hard.numel() else losses.mean()
+
+
+@pytest.mark.parametrize("min_kept", [1, 50, 700, 1400, 1679, 5000, 100_000])
+def test_ohem_equals_the_sorting_recipe_on_fixed_inputs(min_kept: int) -> None:
+    """Both branches (threshold alone, and the min_kept-th probability), ignored pixels and ties included."""
+    generator = torch.Generator().manual_seed(min_kept)
+    logits = torch.randn(2, 5, 24, 40, generator=generator) * 3
+    logits[:, :, :4] = torch.tensor([8.0, 0, 0, 0, 0])[:, None, None]  # tied, confidently right pixels
+    target = torch.randint(0, 5, (2, 24, 40), generator=generator)
+    target[:, :4] = 0
+    target[:, -3:] = 255
+    ours = ohem_cross_entropy(logits, target, threshold=0.7, min_kept=min_kept)
+    reference = _ohem_by_sorting(logits, target, 0.7, min_kept)
+    assert float(ours) == pytest.approx(float(reference), rel=1e-6)
+    # and the gradient reaches exactly the selected pixels
+    logits.requires_grad_(True)
+    ohem_cross_entropy(logits, target, threshold=0.7, min_kept=min_kept).backward()
+    assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
+
+
+def _jitter_on_host(image: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
+    """The colour jitter as the workers used to run it: float32 numpy on the host, then uint8."""
+    out = image.astype(np.float32) * factors[0]
+    mean = out.mean()
+    out = (out - mean) * factors[1] + mean
+    grey = out.mean(axis=2, keepdims=True)
+    out = (out - grey) * factors[2] + grey
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_device_side_jitter_and_normalisation_match_the_host_recipe() -> None:
+    from seg_perception.training.data import IMAGENET_MEAN, IMAGENET_STD, prepare_images
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (3, 40, 64, 3), dtype=np.uint8)
+    factors = [(1.2, 0.8, 1.25), (0.75, 1.3, 0.7), (1.0, 1.0, 1.0)]
+    batch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    ours = prepare_images(batch, torch.tensor(factors), IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = np.array(IMAGENET_MEAN, np.float32) * 255, np.array(IMAGENET_STD, np.float32) * 255
+    for image, jitter, got in zip(images, factors, ours, strict=True):
+        expected = _jitter_on_host(image, jitter) if jitter != (1.0, 1.0, 1.0) else image
+        levels = got.numpy().transpose(1, 2, 0) * std + mean  # back to 8-bit levels
+        difference = np.abs(levels - expected)
+        assert difference.max() < 1.01  # float32 sums in another order may cross a level boundary ...
+        assert (difference < 0.01).mean() > 0.995  # ... rarely
+    np.testing.assert_allclose(ours[2].numpy().transpose(1, 2, 0), (images[2] - mean) / std, rtol=0, atol=1e-5)
+
+
+def test_profile_run_reports_loader_wait_and_step_time_and_writes_no_model(checkpoint_data: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "profile"
+    config = TrainConfig(train_data=(f"synthetic:{checkpoint_data}:train",), out=str(out), input_size=(128, 64),
+                         crop_size=(96, 48), batch_size=2, epochs=5, workers=0, command="test", profile=3)
+    train(config, show_progress=False)
+    report = json.loads((out / "profile.json").read_text())
+    assert report["iterations"] == 2  # the first (warm-up) iteration is left out
+    assert report["step_ms_p50"] > 0 and report["loader_wait_ms_p50"] > 0 and 0 < report["loader_wait_share"] < 1
+    assert report["step_only_images_per_s"] >= report["images_per_s"] > 0
+    assert "of the time waiting for data" in capsys.readouterr().out
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_training_from_the_imagenet_backbone(checkpoint_data: Path, tmp_path: Path) -> None:
+    from seg_perception.models.convert import official_key
+    from seg_perception.models.factory import build_model
+
+    backbone = {str(official_key(k)): torch.randn_like(v) if v.is_floating_point() else v
+                for k, v in build_model(arch="ddrnet23_slim", num_classes=19, deploy=True).state_dict().items()
+                if k.startswith("backbone.") and not k.startswith("backbone.dappm.")}
+    backbone = {k: v.abs() if k.endswith("running_var") else v for k, v in backbone.items()}
+    torch.save({**backbone, "linear.weight": torch.zeros(1000, 1024)}, tmp_path / "DDRNet23s_imagenet.pth")
+    config = TrainConfig(train_data=(f"synthetic:{checkpoint_data}:train",), out=str(tmp_path / "ckpt"),
+                         input_size=(128, 64), crop_size=(96, 48), batch_size=2, epochs=1, max_iterations=1,
+                         workers=0, command="test", backbone_weights=str(tmp_path / "DDRNet23s_imagenet.pth"))
+    card = load_card(train(config, show_progress=False))
+    assert card.training["recipe"]["backbone_weights"].endswith("DDRNet23s_imagenet.pth")
+    both = TrainConfig(**{**config.__dict__, "init_weights": str(tmp_path / "ckpt")})
+    with pytest.raises(ValueError, match="give one of them"):
+        train(both, show_progress=False)

@@ -1,5 +1,6 @@
-"""Converter for the official DDRNet-23-slim Cityscapes checkpoint (the authors' ``DualResNet`` with planes=32,
-spp_planes=128, head_planes=64) to this package's key names.
+"""Converters for the official DDRNet-23-slim checkpoints (the authors' ``DualResNet`` with planes=32,
+spp_planes=128, head_planes=64) to this package's key names: the Cityscapes model (``best_val_smaller.pth``)
+and the ImageNet-pretrained backbone (``DDRNet23s_imagenet.pth``), the usual start of Cityscapes training.
 
 The official keys name ``nn.Sequential`` indices (``conv1.3``, ``down4.4``, ``spp.scale1.3``) and ResNet
 block parts (``bn1``, ``downsample.0``); ours name the modules (``backbone.stem.1.conv``,
@@ -22,6 +23,11 @@ _WRAPPER_PREFIXES = ("module.", "model.")
 # The official ``FullModel`` also saves its loss (class-weight buffers): training state, not weights.
 _IGNORED_PREFIXES = ("loss.",)
 _OFFICIAL_AUX_PREFIX = "seghead_extra."
+# The ImageNet network ends in a classifier instead of DAPPM and the segmentation heads: a /64 downsampling of
+# the high-resolution branch, a 1x1 conv to 1024 channels and a linear layer. None of it is backbone.
+_IMAGENET_CLASSIFIER_PREFIXES = ("down5.", "last_layer.", "linear.")
+# What the ImageNet network does not have: DAPPM starts from its initialisation.
+_NOT_IN_IMAGENET = ("backbone.dappm.",)
 
 # Official stage name -> ours, with the number of residual blocks in DDRNet-23-slim.
 _STAGES = {
@@ -152,3 +158,81 @@ def load_official_ddrnet23_slim(model: PanopticNet, path: str | Path) -> None:
         raise ValueError(f"the official DDRNet-23-slim checkpoint does not fit arch {model.arch!r}")
     converted = convert_official_ddrnet23_slim(read_state_dict(path), keep_aux=len(model.aux_heads) > 0)
     load_state_dict_strict(model, converted, source=f"{path} (converted from the official DDRNet-23-slim layout)")
+
+
+def convert_imagenet_ddrnet23_slim_backbone(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the official ImageNet checkpoint's backbone tensors to ours (``backbone.*``), dropping its
+    classifier (``down5``, ``last_layer``, ``linear``) by name. Any other key the table does not know, and any
+    segmentation-head or DAPPM key (a Cityscapes checkpoint given by mistake), raise ``WeightsError``."""
+    if isinstance(state_dict.get("state_dict"), Mapping):
+        state_dict = state_dict["state_dict"]
+    converted: dict[str, torch.Tensor] = {}
+    unknown = []
+    for raw_key, tensor in state_dict.items():
+        key = _strip_wrappers(raw_key)
+        if key.startswith(_IMAGENET_CLASSIFIER_PREFIXES):
+            continue
+        ours = _rename(key, _OFFICIAL_TO_OURS)
+        if ours is None or not ours.startswith("backbone.") or ours.startswith(_NOT_IN_IMAGENET):
+            unknown.append(raw_key)
+        else:
+            converted[ours] = tensor
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise WeightsError(f"not in the official DDRNet-23-slim ImageNet layout: {shown}")
+    for key in [k for k in converted if k.endswith(".running_var")]:
+        converted.setdefault(key.removesuffix("running_var") + "num_batches_tracked", torch.tensor(0))
+    return converted
+
+
+def load_imagenet_backbone(model: PanopticNet, path: str | Path) -> int:
+    """Load the official ImageNet DDRNet-23-slim backbone into ``model.backbone``; returns the tensor count.
+
+    Every backbone tensor except DAPPM's (which ImageNet training does not have) must be in the file with its
+    shape, or ``WeightsError`` names what is missing, extra or misshapen; nothing is loaded then.
+    """
+    if model.arch != "ddrnet23_slim":
+        raise ValueError(f"the DDRNet-23-slim ImageNet backbone does not fit arch {model.arch!r}")
+    converted = convert_imagenet_ddrnet23_slim_backbone(read_state_dict(path))
+    state = model.state_dict()
+    expected = {k for k in state if k.startswith("backbone.") and not k.startswith(_NOT_IN_IMAGENET)}
+    missing, extra = sorted(expected - converted.keys()), sorted(converted.keys() - expected)
+    misshapen = sorted(k for k in expected & converted.keys() if converted[k].shape != state[k].shape)
+    problems = [f"{label}: {', '.join(keys[:5])}" + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
+                for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", misshapen)) if keys]
+    if problems:
+        raise WeightsError(f"{path}: not the DDRNet-23-slim ImageNet backbone ({'; '.join(problems)})")
+    with torch.no_grad():
+        for key, tensor in converted.items():
+            state[key].copy_(tensor)
+    return len(converted)
+
+
+def write_official_checkpoint(source: str | Path, out: str | Path, *, input_size: tuple[int, int],
+                              fp16: bool = True) -> Path:
+    """`seg-perception convert`: an official DDRNet-23-slim Cityscapes checkpoint file -> a checkpoint folder
+    (safetensors weights and a model card: the 19 Cityscapes classes, no instance head, not evaluated here)."""
+    from seg_perception.datasets import labels
+    from seg_perception.models.card import CARD_FILE, WEIGHTS_FILE, ClassEntry, ModelCard, save_card, sha256_of
+    from seg_perception.models.export_wrappers import IMAGENET_MEAN, IMAGENET_STD
+    from seg_perception.models.factory import build_model
+    from seg_perception.models.weights import save_weights
+
+    source, out = Path(source), Path(out)
+    cityscapes = labels.CLASSES[:19]  # the official model's classes, in train-id order
+    model = build_model(arch="ddrnet23_slim", num_classes=len(cityscapes), deploy=True, instance_head=False)
+    load_official_ddrnet23_slim(model, source)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / WEIGHTS_FILE
+    save_weights(model, weights, fp16=fp16)
+    card = ModelCard(
+        arch="ddrnet23_slim", instance_head=False,
+        classes=tuple(ClassEntry(c.train_id, c.name, c.is_thing) for c in cityscapes),
+        input_width=input_size[0], input_height=input_size[1], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights_sha256=sha256_of(weights), weights_dtype="float16" if fp16 else "float32",
+        training={"converted_from": source.name, "source_sha256": sha256_of(source),
+                  "note": "the authors' DDRNet-23-slim Cityscapes weights, renamed by seg_perception.models.convert"},
+        metrics={"note": "not evaluated here; the authors report their own Cityscapes figures"},
+    )
+    save_card(card, out / CARD_FILE)
+    return out

@@ -22,11 +22,20 @@ from tqdm import tqdm
 from seg_perception.datasets import labels
 from seg_perception.evaluation.dataset_eval import EvalSettings, evaluate_model
 from seg_perception.models.card import CARD_FILE, WEIGHTS_FILE, ClassEntry, ModelCard, load_card, save_card, sha256_of
+from seg_perception.models.convert import load_imagenet_backbone
 from seg_perception.models.factory import build_model
 from seg_perception.models.weights import save_weights
 from seg_perception.postprocess.panoptic import PanopticConfig
 from seg_perception.postprocess.roles import default_role_config, load_role_config, resolve_roles
-from seg_perception.training.data import IMAGENET_MEAN, IMAGENET_STD, Augmentation, PanopticDataset, parse_data_spec
+from seg_perception.training.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augmentation,
+    PanopticDataset,
+    parse_data_spec,
+    prepare_images,
+    worker_init,
+)
 from seg_perception.training.losses import LossWeights, panoptic_loss
 
 CHECKPOINT = "checkpoint.pt"
@@ -57,6 +66,8 @@ class TrainConfig:
     val_batch_size: int = 4
     fp16_weights: bool = True
     init_weights: str = ""  # a checkpoint folder to start from (fine-tuning, or continuing without checkpoint.pt)
+    backbone_weights: str = ""  # the official DDRNet-23-slim ImageNet backbone (.pth) to start from
+    profile: int = 0  # > 0: time this many iterations (loader wait against step), report them and write no model
     command: str = "python API"  # the CLI passes the command line that started the run
 
 
@@ -126,9 +137,21 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
     sampler = DistributedSampler(dataset, seed=config.seed) if world > 1 else None
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=config.workers, drop_last=len(dataset) >= config.batch_size,
-                        persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed))
+                        persistent_workers=config.workers > 0, pin_memory=device.type == "cuda",
+                        worker_init_fn=worker_init, generator=torch.Generator().manual_seed(config.seed))
 
-    model = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES).to(device)
+    if config.backbone_weights and config.init_weights:
+        raise ValueError("--backbone-weights and --init-weights both set the backbone; give one of them")
+    model = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES)
+    if config.backbone_weights and not resume:  # on resume the weights come from checkpoint.pt
+        loaded = load_imagenet_backbone(model, config.backbone_weights)
+        if rank == 0:
+            print(f"loaded {loaded} backbone tensors from {config.backbone_weights} (DAPPM and heads start fresh)",
+                  flush=True)
+    model = model.to(device)
+    # channels_last: what cuDNN's fp16 tensor-core convolutions want; on the CPU the default layout is kept.
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     if world > 1:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -172,6 +195,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         panoptic=PanopticConfig.for_input(labels.THING_TRAIN_IDS, config.input_size),
     )
     epoch, lr = start_epoch, config.lr
+    profile: list[tuple[float, float, int]] = []  # per iteration: loader wait ms, step ms, images
     while epoch < config.epochs and iteration < total_iterations:
         model.train()
         dataset.set_epoch(epoch)
@@ -181,15 +205,18 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         seen, batches, epoch_start = 0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not show_progress or rank != 0)
+        step_end = time.perf_counter()
         for batch in bar:
-            if iteration >= total_iterations:
+            if iteration >= total_iterations or (config.profile and len(profile) >= config.profile):
                 break
+            batch_ready = time.perf_counter()
             lr = config.lr * (1 - iteration / total_iterations) ** 0.9
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            images = prepare_images(batch["image"], batch["jitter"], dataset.mean, dataset.std)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(batch["image"])
+                outputs = model(images.contiguous(memory_format=memory_format))
             terms = panoptic_loss({k: (v.float() if torch.is_tensor(v) else [a.float() for a in v])
                                    for k, v in outputs.items()}, batch, weights)
             optimizer.zero_grad(set_to_none=True)
@@ -201,12 +228,22 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
             seen += batch["image"].shape[0] * world
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
+            if config.profile:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the step's GPU work, not just its queueing
+                now = time.perf_counter()
+                profile.append(((batch_ready - step_end) * 1000, (now - batch_ready) * 1000, len(batch["image"])))
+                step_end = now
             if batches % PROGRESS_EVERY == 1:
                 bar.set_postfix(loss=f"{_mean_loss(sums, batches, iteration):.3f}", lr=f"{lr:.2e}",
                                 img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}")
         if batches:
             _mean_loss(sums, batches, iteration)  # never log or save an epoch that went non-finite
+        if config.profile and (len(profile) >= config.profile or iteration >= total_iterations):
+            break
         epoch += 1
+        if config.profile:
+            continue  # a profile run times steps; it validates, logs and saves nothing
         record = {"epoch": epoch, "iteration": iteration, "lr": lr,
                   "loss": {k: round(float(v) / max(1, batches), 5) for k, v in sums.items()},
                   "images_per_s": round(seen / (time.perf_counter() - epoch_start), 2)}
@@ -227,13 +264,39 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
             print(f"epoch {epoch}: loss {record['loss'].get('total', float('nan')):.4f}"
                   + (f", val mIoU {summary.get('miou')}" if summary else ""), flush=True)
 
-    if rank == 0:
+    if rank == 0 and config.profile:
+        _report_profile(profile, config, out)  # also when the data ran out before N iterations
+    if rank == 0 and not config.profile:
         _export(net, config, history, roles=roles, duration_s=time.perf_counter() - started, iterations=iteration,
                 init_card=init_card)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def _report_profile(profile: list[tuple[float, float, int]], config: TrainConfig, out: Path) -> None:
+    """Where the time goes: waiting for the loader, or the step on the device (the first iteration, which
+    starts the workers and warms the device up, is left out when there are others)."""
+    if not profile:
+        raise ValueError("--profile: no training iteration ran (is the training set smaller than one batch?)")
+    timed = profile[1:] if len(profile) > 1 else profile
+    waits, steps = sorted(p[0] for p in timed), sorted(p[1] for p in timed)
+    total_s = sum(p[0] + p[1] for p in timed) / 1000
+    report = {
+        "iterations": len(timed), "batch_size": config.batch_size, "crop_size": list(config.crop_size),
+        "workers": config.workers, "device": config.device,
+        "loader_wait_ms_p50": round(waits[len(waits) // 2], 2), "step_ms_p50": round(steps[len(steps) // 2], 2),
+        "loader_wait_share": round(sum(waits) / max(1e-9, sum(waits) + sum(steps)), 3),
+        "images_per_s": round(sum(p[2] for p in timed) / max(1e-9, total_s), 2),
+        "step_only_images_per_s": round(sum(p[2] for p in timed) / max(1e-9, sum(steps) / 1000), 2),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"profile over {report['iterations']} iterations: loader wait p50 {report['loader_wait_ms_p50']} ms, "
+          f"step p50 {report['step_ms_p50']} ms ({report['loader_wait_share']:.0%} of the time waiting for data); "
+          f"{report['images_per_s']} images/s end to end, {report['step_only_images_per_s']} if the loader kept up "
+          f"(written to {out / 'profile.json'}; no model is written by a profile run)", flush=True)
 
 
 def _initialise_from(net: torch.nn.Module, checkpoint: Path) -> ModelCard:
