@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers, seed=args.seed, device=args.device, amp=not args.no_amp,
         max_iterations=args.max_iterations, fp16_weights=not args.fp32_weights,
         command=shlex.join(["seg-perception", *args.argv]), init_weights=str(args.init_weights or ""),
-        profile=args.profile, backbone_weights=str(args.backbone_weights or ""),
+        profile=args.profile, backbone_weights=str(args.backbone_weights or ""), instance_stride=args.instance_stride,
     )
     train(config, resume=args.resume)
     return 0
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     trainer.add_argument("--init-weights", type=Path,
                          help="start from this checkpoint folder (aux heads start fresh); e.g. models/demo")
+    trainer.add_argument("--instance-stride", type=int, choices=(4, 8), default=8,
+                         help="instance head stride: 4 reads the backbone's 1/4 features (small objects), 8 the /8")
     trainer.add_argument("--backbone-weights", type=Path,
                          help="the authors' ImageNet-pretrained DDRNet-23-slim (DDRNet23s_imagenet.pth): every "
                               "backbone tensor but DAPPM's must load; its classifier is dropped")

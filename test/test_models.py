@@ -31,6 +31,8 @@ from seg_perception.models.export_wrappers import IMAGENET_MEAN, IMAGENET_STD, N
 from seg_perception.models.heads import InstanceHead, PreActSegHead, SegHead
 from seg_perception.models.weights import WeightsError, load_state_dict_strict, load_weights, save_weights
 
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+
 ODD_HEIGHT, ODD_WIDTH = 67, 131  # neither divisible by 2: every stride rounds up (ceil), sizes must still line up
 
 
@@ -116,7 +118,7 @@ BLOCK_CASES: list[BlockCase] = [
         (1, 16, 34, 66),
     ),
     ("dappm", lambda: DAPPM(32, 8, 16), (2, 32, 5, 7), (2, 16, 5, 7)),
-    ("detail_branch", DetailBranch, (1, 3, H, W), (1, 128, 9, 17)),
+    ("detail_branch", lambda: _FirstOutput(DetailBranch()), (1, 3, H, W), (1, 128, 9, 17)),
     ("stem_block", StemBlock, (1, 3, H, W), (1, 16, 17, 33)),
     ("gather_expand", lambda: GatherExpand(16, 16), (1, 16, 17, 33), (1, 16, 17, 33)),
     ("gather_expand_strided", lambda: GatherExpand(16, 32, stride=2), (1, 16, 17, 33), (1, 32, 9, 17)),
@@ -124,6 +126,15 @@ BLOCK_CASES: list[BlockCase] = [
     ("preact_seg_head", lambda: PreActSegHead(16, 8, 5), (1, 16, 9, 17), (1, 5, 9, 17)),
     ("seg_head", lambda: SegHead(16, 8, 5), (1, 16, 9, 17), (1, 5, 9, 17)),
 ]
+
+
+class _FirstOutput(nn.Module):
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)[0]
 
 
 @pytest.mark.parametrize(("name", "make", "in_shape", "out_shape"), BLOCK_CASES, ids=[c[0] for c in BLOCK_CASES])
@@ -595,3 +606,40 @@ def test_convert_command_writes_a_checkpoint_the_product_loads(tmp_path: Path,
     (tmp_path / "notes.pth").write_text("not a checkpoint")
     assert cli.main(["convert", str(tmp_path / "notes.pth"), "--out", str(tmp_path / "bad")]) == 2
     assert "notes.pth: not a plain tensor checkpoint" in capsys.readouterr().err  # named, no traceback
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stride_4_instance_head_reads_quarter_features(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch=arch, num_classes=NUM_CLASSES, deploy=True, instance_stride=4)
+    assert model.instance_head is not None and model.instance_head.output_stride == 4
+    features = model.backbone(torch.randn(1, 3, H, W))
+    assert features.detail is not None and features.detail.shape[-2:] == (-(-H // 4), -(-W // 4))
+    assert features.detail.shape[1] == model.backbone.detail_channels
+    with torch.no_grad():
+        centre_small, _ = model.instance_head(features.shared, features.detail)
+        out = model(torch.randn(1, 3, H, W))
+    assert centre_small.shape[-2:] == features.detail.shape[-2:]  # predicted at 1/4, twice the /8 grid
+    assert out.center is not None and out.center.shape == (1, 1, H, W) and out.offset.shape == (1, 2, H, W)
+    with pytest.raises(ValueError, match="needs the backbone's 1/4 features"):
+        model.instance_head(features.shared)
+    with pytest.raises(ValueError, match="instance_stride must be one of"):
+        build_model(arch=arch, num_classes=NUM_CLASSES, instance_stride=16)
+    # stride 8 stays what it was: no decoder, and a stride-8 state dict does not load into stride 4
+    eight = build_model(arch=arch, num_classes=NUM_CLASSES, deploy=True)
+    assert eight.instance_head.output_stride == 8 and not hasattr(eight.instance_head, "decoder")
+    with pytest.raises(WeightsError):
+        load_state_dict_strict(model, eight.state_dict(), source="stride 8")
+
+
+def test_card_instance_stride_defaults_to_8_and_is_checked() -> None:
+    import json
+
+    from seg_perception.models.card import CARD_FILE, ModelCardError, card_from_dict
+
+    data = json.loads((DEMO / CARD_FILE).read_text())
+    data.pop("instance_stride", None)  # as cards written before the stride-4 head
+    assert card_from_dict(data, "old card").instance_stride == 8
+    for bad in (16, True, "4"):
+        with pytest.raises(ModelCardError, match=r"old card: 'instance_stride' must be 4 or 8"):
+            card_from_dict({**data, "instance_stride": bad}, "old card")

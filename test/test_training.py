@@ -432,3 +432,23 @@ def test_training_from_the_imagenet_backbone(checkpoint_data: Path, tmp_path: Pa
     both = TrainConfig(**{**config.__dict__, "init_weights": str(tmp_path / "ckpt")})
     with pytest.raises(ValueError, match="give one of them"):
         train(both, show_progress=False)
+
+
+def test_stride_4_instance_head_trains_from_a_stride_8_stage_and_its_card_says_so(
+        checkpoint: Path, checkpoint_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainConfig(train_data=(f"synthetic:{checkpoint_data}:train",), out=str(tmp_path / "s4"),
+                         input_size=(128, 64), crop_size=(96, 48), batch_size=2, epochs=1, max_iterations=1,
+                         workers=0, command="test", init_weights=str(checkpoint), instance_stride=4)
+    out = train(config, show_progress=False)
+    assert "the instance head starts fresh" in capsys.readouterr().out
+    card = load_card(out)
+    assert card.instance_stride == 4 and load_card(checkpoint).instance_stride == 8
+    model, _ = load_checkpoint(out)
+    assert model.instance_head.output_stride == 4
+    first, _ = load_checkpoint(checkpoint)
+    # the backbone and the semantic head carried over from the stride-8 stage (one step later: close, not equal)
+    learnt = [k for k in model.state_dict() if k.startswith(("semantic_head.", "backbone.layer1."))
+              and k.endswith((".weight", ".bias"))]  # not the BN statistics, which one step moves by 10 %
+    moved = [k for k in learnt
+             if not torch.allclose(model.state_dict()[k].float(), first.state_dict()[k].float(), atol=0.01)]
+    assert learnt and not moved

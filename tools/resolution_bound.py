@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="KIND:PATH:SPLIT")
     parser.add_argument("--input-size", type=parse_size, required=True, help="WxH the model would run at")
     parser.add_argument("--stride", type=int, default=8, help="output stride of the heads (DDRNet: 8)")
+    parser.add_argument("--instance-stride", type=int, help="output stride of the instance head (default: --stride)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images of the split (0: all)")
     parser.add_argument("--steps", type=int, default=FIT_STEPS, help="optimisation steps per image")
     parser.add_argument("--model", type=Path, default=Path("models/demo"), help="card giving classes and things")
     parser.add_argument("--json", type=Path, help="also write the metrics here")
@@ -34,14 +36,19 @@ def main() -> None:
     settings = EvalSettings(class_names=card.class_names, thing_ids=card.thing_ids, input_size=args.input_size,
                             mean=card.mean, std=card.std, roles=role_mapping_for(card.class_names, card.thing_ids),
                             panoptic=PanopticConfig.for_input(card.thing_ids, args.input_size))
-    values = resolution_bound(parse_data_spec(args.dataset), settings, stride=args.stride, steps=args.steps)
-    values.update(dataset=args.dataset, input_size=list(args.input_size), stride=args.stride, steps=args.steps)
+    refs = parse_data_spec(args.dataset)
+    refs = refs[:args.limit] if args.limit else refs
+    instance_stride = args.instance_stride or args.stride
+    values = resolution_bound(refs, settings, stride=args.stride, steps=args.steps, instance_stride=instance_stride)
+    values.update(dataset=args.dataset, input_size=list(args.input_size), stride=args.stride, steps=args.steps,
+                  instance_stride=instance_stride, images=len(refs))
     if args.json:
         args.json.write_text(json.dumps(values, indent=1))
     width, height = args.input_size
-    print("| data | input | stride | mIoU | PQ things | PQ all | drivable IoU | lane IoU |")
+    print("| data | input | stride (semantic / instance) | mIoU | PQ things | PQ all | drivable IoU | lane IoU |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.dataset} | {width}x{height} | {args.stride} | {100 * values['miou']:.1f} | "
+    print(f"| {args.dataset} ({len(refs)} images) | {width}x{height} | {args.stride} / {instance_stride} | "
+          f"{100 * values['miou']:.1f} | "
           f"{100 * values['pq']['things']['pq']:.1f} | {100 * values['pq']['all']['pq']:.1f} | "
           f"{100 * values.get('drivable_iou', float('nan')):.1f} | {100 * values.get('lane_iou', float('nan')):.1f} |")
 

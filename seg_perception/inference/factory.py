@@ -55,7 +55,8 @@ def default_cache_dir(kind: str) -> Path:
 
 def _graph_identity(card: ModelCard, input_size: tuple[int, int]) -> dict:
     """What of a card shapes its exported graph (not training or metrics, which `eval --record` rewrites)."""
-    return {"arch": card.arch, "instance_head": card.instance_head, "classes": [asdict(c) for c in card.classes],
+    return {"arch": card.arch, "instance_head": card.instance_head, "instance_stride": card.instance_stride,
+            "classes": [asdict(c) for c in card.classes],
             "mean": list(card.mean), "std": list(card.std), "weights_sha256": card.weights_sha256,
             "input_size": list(input_size)}
 

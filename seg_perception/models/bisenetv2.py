@@ -23,6 +23,8 @@ class DetailBranch(nn.Module):
 
     def __init__(self, channels: tuple[int, int, int] = (64, 64, 128), convs_per_stage: tuple[int, ...] = (2, 3, 3)):
         super().__init__()
+        self.quarter_depth = convs_per_stage[0] + convs_per_stage[1]  # the convs up to the 1/4 stage's output
+        self.quarter_channels = channels[1]
         layers = []
         in_channels = 3
         for out_channels, num_convs in zip(channels, convs_per_stage, strict=True):
@@ -31,8 +33,10 @@ class DetailBranch(nn.Module):
                 in_channels = out_channels
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1/8 features, 1/4 features)."""
+        quarter = self.layers[:self.quarter_depth](x)
+        return self.layers[self.quarter_depth:](quarter), quarter
 
 
 class StemBlock(nn.Module):
@@ -153,7 +157,9 @@ class BiSeNetV2Backbone(nn.Module):
         self.aggregate = BilateralGuidedAggregation(128)
         self.out_channels = 128
         self.aux_channels = self.semantic.tap_channels
+        self.detail_channels = self.detail.quarter_channels
 
     def forward(self, image: torch.Tensor) -> BackboneFeatures:
         semantic, taps = self.semantic(image)
-        return BackboneFeatures(self.aggregate(self.detail(image), semantic), taps)
+        detail, quarter = self.detail(image)
+        return BackboneFeatures(self.aggregate(detail, semantic), taps, quarter)

@@ -46,6 +46,7 @@ class ModelCard:
     std: tuple[float, float, float]
     weights_file: str = WEIGHTS_FILE
     weights_sha256: str = ""
+    instance_stride: int = 8  # 4: the instance head reads the backbone's 1/4 features (cards without it: 8)
     weights_dtype: str = "float16"
     training: dict[str, Any] = field(default_factory=dict)  # command, data, recipe, duration
     metrics: dict[str, Any] = field(default_factory=dict)  # values with the data and command that measured them
@@ -144,8 +145,16 @@ def card_from_dict(data: Any, path: Path | str) -> ModelCard:
         input_width=width, input_height=height, mean=tuple(mean), std=tuple(std),
         weights_file=_check_weights_file(_require(data, "weights_file", str, path), path),
         weights_sha256=_check_sha256(data, path), weights_dtype=data.get("weights_dtype", "float16"),
+        instance_stride=_check_instance_stride(data, path),
         training=data.get("training", {}), metrics=data.get("metrics", {}),
     )
+
+
+def _check_instance_stride(data: dict, path: Path | str) -> int:
+    stride = data.get("instance_stride", 8)  # cards written before the stride-4 head had stride 8
+    if isinstance(stride, bool) or stride not in (4, 8):
+        raise ModelCardError(f"{path}: 'instance_stride' must be 4 or 8, got {stride!r}")
+    return stride
 
 
 def _check_sha256(data: dict, path: Path | str) -> str:

@@ -29,7 +29,7 @@ def load_checkpoint(path: Path | str, *, device: torch.device | str = "cpu") -> 
     # The bytes that were hashed are the bytes that are loaded: the file cannot change in between.
     check_weights_sha256(path, weights, hashlib.sha256(data).hexdigest(), card)
     model = build_model(arch=card.arch, num_classes=card.num_classes, deploy=True,  # type: ignore[arg-type]
-                        instance_head=card.instance_head)
+                        instance_head=card.instance_head, instance_stride=card.instance_stride)
     try:
         load_state_dict_strict(model, state_dict_from_bytes(data, source=weights), source=str(weights))
     except WeightsError as error:

@@ -112,10 +112,11 @@ class DDRNet23SlimBackbone(nn.Module):
 
         self.out_channels = high * Bottleneck.expansion
         self.aux_channels = (high,)
+        self.detail_channels = width  # layer1, at 1/4
 
     def forward(self, image: torch.Tensor) -> BackboneFeatures:
-        x = self.layer1(self.stem(image))
-        x = self.layer2(F.relu(x))
+        quarter = F.relu(self.layer1(self.stem(image)))
+        x = self.layer2(quarter)
         low = self.low_layer3(F.relu(x))
         high = self.high_layer3(F.relu(x))
         low, high = self.fuse3(low, high)
@@ -128,4 +129,4 @@ class DDRNet23SlimBackbone(nn.Module):
         high = self.high_layer5(F.relu(high))
         context = self.dappm(self.low_layer5(F.relu(low)))
         fused = high + resize_to(context, high.shape[-2:])
-        return BackboneFeatures(fused, [after_stage3])
+        return BackboneFeatures(fused, [after_stage3], quarter)

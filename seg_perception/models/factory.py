@@ -8,7 +8,7 @@ from torch import nn
 
 from seg_perception.models.bisenetv2 import BiSeNetV2Backbone
 from seg_perception.models.ddrnet import DDRNet23SlimBackbone
-from seg_perception.models.heads import InstanceHead, PreActSegHead, SegHead
+from seg_perception.models.heads import INSTANCE_STRIDES, InstanceHead, PreActSegHead, SegHead
 from seg_perception.models.panoptic import PanopticNet
 
 Arch = Literal["ddrnet23_slim", "bisenetv2"]
@@ -24,14 +24,20 @@ BISENET_BOOSTER_LOSS_WEIGHT = 1.0  # the paper's alpha
 INSTANCE_HEAD_CHANNELS = 64
 
 
-def build_model(*, arch: Arch, num_classes: int, deploy: bool = False, instance_head: bool = True) -> PanopticNet:
+def build_model(*, arch: Arch, num_classes: int, deploy: bool = False, instance_head: bool = True,
+                instance_stride: int = 8) -> PanopticNet:
     """A randomly initialised network; load weights with ``seg_perception.models.weights``.
+
+    ``instance_stride`` 4 gives the instance head the backbone's 1/4 features (a card records it); 8 reads
+    the /8 features the semantic head reads.
 
     ``deploy=True`` leaves out the auxiliary heads and returns ``ModelOutputs`` (argmax and sigmoid in the
     graph); ``deploy=False`` returns the training dict with auxiliary logits. See ``panoptic`` for the contract.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if instance_stride not in INSTANCE_STRIDES:
+        raise ValueError(f"instance_stride must be one of {INSTANCE_STRIDES}, got {instance_stride}")
     backbone: DDRNet23SlimBackbone | BiSeNetV2Backbone
     if arch == "ddrnet23_slim":
         backbone = DDRNet23SlimBackbone()
@@ -54,6 +60,8 @@ def build_model(*, arch: Arch, num_classes: int, deploy: bool = False, instance_
         semantic_head=semantic_head,
         aux_heads=aux_heads,
         aux_loss_weights=[aux_weight] * len(aux_heads),
-        instance_head=InstanceHead(backbone.out_channels, INSTANCE_HEAD_CHANNELS) if instance_head else None,
+        instance_head=InstanceHead(backbone.out_channels, INSTANCE_HEAD_CHANNELS,
+                                   detail_channels=backbone.detail_channels if instance_stride == 4 else 0)
+        if instance_head else None,
         deploy=deploy,
     )

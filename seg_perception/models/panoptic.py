@@ -48,11 +48,13 @@ from seg_perception.models.heads import InstanceHead
 class BackboneFeatures(NamedTuple):
     shared: torch.Tensor  # what the semantic and instance heads read
     aux: list[torch.Tensor]  # inputs of the auxiliary heads, in the order of ``PanopticNet.aux_heads``
+    detail: torch.Tensor | None = None  # 1/4-resolution features, for an instance head at stride 4
 
 
 class Backbone(Protocol):
     out_channels: int
     aux_channels: tuple[int, ...]
+    detail_channels: int  # channels of ``BackboneFeatures.detail``
 
     def __call__(self, image: torch.Tensor) -> BackboneFeatures: ...
 
@@ -125,7 +127,7 @@ class PanopticNet(nn.Module):
         semantic = resize_to(semantic_small, size)
         center = offset = None
         if self.instance_head is not None:
-            center_logits, offset_small = self.instance_head(features.shared)
+            center_logits, offset_small = self.instance_head(features.shared, features.detail)
             # Offsets are learnt directly in input pixels (losses compare them after this resize); no rescaling.
             center, offset = resize_to(center_logits, size), resize_to(offset_small, size)
 

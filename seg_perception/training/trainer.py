@@ -66,6 +66,7 @@ class TrainConfig:
     val_batch_size: int = 4
     fp16_weights: bool = True
     init_weights: str = ""  # a checkpoint folder to start from (fine-tuning, or continuing without checkpoint.pt)
+    instance_stride: int = 8  # 4: the instance head reads the backbone's 1/4 features
     backbone_weights: str = ""  # the official DDRNet-23-slim ImageNet backbone (.pth) to start from
     profile: int = 0  # > 0: time this many iterations (loader wait against step), report them and write no model
     command: str = "python API"  # the CLI passes the command line that started the run
@@ -104,7 +105,7 @@ def _card(config: TrainConfig, *, roles: dict, weights: Path, metrics: dict, dur
     if init_card is not None:
         training["previous_stage"] = previous_stage(init_card)
     return ModelCard(
-        arch=config.arch, instance_head=True,
+        arch=config.arch, instance_head=True, instance_stride=config.instance_stride,
         classes=tuple(ClassEntry(c.train_id, c.name, c.is_thing) for c in labels.CLASSES),
         input_width=config.input_size[0], input_height=config.input_size[1], mean=IMAGENET_MEAN, std=IMAGENET_STD,
         weights_file=weights.name, weights_sha256=sha256_of(weights),
@@ -142,7 +143,7 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
 
     if config.backbone_weights and config.init_weights:
         raise ValueError("--backbone-weights and --init-weights both set the backbone; give one of them")
-    model = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES)
+    model = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES, instance_stride=config.instance_stride)
     if config.backbone_weights and not resume:  # on resume the weights come from checkpoint.pt
         loaded = load_imagenet_backbone(model, config.backbone_weights)
         if rank == 0:
@@ -311,9 +312,14 @@ def _initialise_from(net: torch.nn.Module, checkpoint: Path) -> ModelCard:
     if card.arch != net.arch or card.num_classes != net.num_classes:
         raise WeightsError(f"{checkpoint}: a {card.summary()} cannot initialise a {net.arch} with "
                            f"{net.num_classes} classes")
-    state = deploy.state_dict()
+    fresh = ["aux_heads."]  # training-only: deploy checkpoints do not carry them
+    if net.instance_head is not None and card.instance_stride != net.instance_head.output_stride:
+        fresh.append("instance_head.")  # another stride is another head; the backbone and semantic head carry over
+        print(f"{checkpoint}: its instance head predicts at stride {card.instance_stride}, this run's at "
+              f"{net.instance_head.output_stride}: the instance head starts fresh", flush=True)
+    state = {k: v for k, v in deploy.state_dict().items() if not k.startswith(tuple(fresh))}
     expected = net.state_dict()
-    missing = [k for k in expected if k not in state and not k.startswith("aux_heads.")]
+    missing = [k for k in expected if k not in state and not k.startswith(tuple(fresh))]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise WeightsError(f"{checkpoint}: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -340,7 +346,8 @@ def _export(net: torch.nn.Module, config: TrainConfig, history: list, *, roles: 
             iterations: int, init_card: ModelCard | None) -> None:
     """The product's checkpoint: deploy-mode weights (no aux heads) and the model card."""
     out = Path(config.out)
-    deploy = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES, deploy=True)
+    deploy = build_model(arch=config.arch, num_classes=labels.NUM_CLASSES, deploy=True,
+                         instance_stride=config.instance_stride)
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("aux_heads.")}
     deploy.load_state_dict(state, strict=True)
     weights = out / WEIGHTS_FILE
