@@ -92,8 +92,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations, fp16_weights=not args.fp32_weights,
         command=shlex.join(["seg-perception", *args.argv]), init_weights=str(args.init_weights or ""),
         profile=args.profile, backbone_weights=str(args.backbone_weights or ""), instance_stride=args.instance_stride,
+        decoded_cache=str(args.decoded_cache or ""),
     )
     train(config, resume=args.resume)
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from seg_perception.training.data import parse_data_spec
+    from seg_perception.training.decoded_cache import DecodedCache
+
+    refs = [ref for spec in args.data for ref in parse_data_spec(spec)]
+    start = time.perf_counter()
+    written, present = DecodedCache(args.out).write(refs)
+    print(f"{args.out}: decoded {written} samples, {present} were there already, in "
+          f"{time.perf_counter() - start:.1f} s; train with --decoded-cache {args.out}")
     return 0
 
 
@@ -286,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     trainer.add_argument("--init-weights", type=Path,
                          help="start from this checkpoint folder (aux heads start fresh); e.g. models/demo")
+    trainer.add_argument("--decoded-cache", type=Path,
+                         help="read samples decoded once by `seg-perception decode` from this folder")
     trainer.add_argument("--instance-stride", type=int, choices=(4, 8), default=8,
                          help="instance head stride: 4 reads the backbone's 1/4 features (small objects), 8 the /8")
     trainer.add_argument("--backbone-weights", type=Path,
@@ -295,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="time N iterations: loader wait against step time, written to OUT/profile.json; "
                               "no model is written")
     trainer.set_defaults(run=cmd_train)
+    decode = sub.add_parser("decode", help="decode training samples once into a folder train --decoded-cache reads")
+    decode.add_argument("--data", action="append", required=True, help="KIND:PATH:SPLIT[:SUBSET]; repeatable")
+    decode.add_argument("--out", type=Path, required=True, help="the cache folder (created; entries are added)")
+    decode.set_defaults(run=cmd_decode)
     convert = sub.add_parser(
         "convert", help="an official DDRNet-23-slim Cityscapes checkpoint (.pth) -> a checkpoint folder")
     convert.add_argument("source", type=Path, help="the authors' file, e.g. best_val_smaller.pth (weights only)")

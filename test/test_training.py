@@ -452,3 +452,50 @@ def test_stride_4_instance_head_trains_from_a_stride_8_stage_and_its_card_says_s
     moved = [k for k in learnt
              if not torch.allclose(model.state_dict()[k].float(), first.state_dict()[k].float(), atol=0.01)]
     assert learnt and not moved
+
+
+def test_decoded_cache_gives_the_source_arrays_and_never_stale_ones(checkpoint_data: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import os
+
+    from seg_perception import cli
+    from seg_perception.training.decoded_cache import CachedSampleRef, with_cache
+
+    spec = f"synthetic:{checkpoint_data}:train"
+    cache = tmp_path / "decoded"
+    assert cli.main(["decode", "--data", spec, "--out", str(cache)]) == 0
+    assert "decoded 4 samples, 0 were there already" in capsys.readouterr().out
+    assert cli.main(["decode", "--data", spec, "--out", str(cache)]) == 0
+    assert "decoded 0 samples, 4 were there already" in capsys.readouterr().out
+
+    refs = parse_data_spec(spec)
+    cached, hits = with_cache(refs, cache)
+    assert hits == 4 and all(isinstance(r, CachedSampleRef) for r in cached)
+    for ref, fast in zip(refs, cached, strict=True):
+        want, got = ref.load(), fast.load()
+        assert want.keys() == got.keys()
+        assert all(np.array_equal(want[k], got[k]) and want[k].dtype == got[k].dtype for k in want)
+
+    # an edited source no longer matches its entry: that sample decodes from its files again
+    edited = refs[0].sample.image
+    os.utime(edited, ns=(edited.stat().st_atime_ns, edited.stat().st_mtime_ns + 10**9))
+    cached, hits = with_cache(refs, cache)
+    assert hits == 3 and not isinstance(cached[0], CachedSampleRef)
+    # a damaged entry is said and the sample comes from its source files
+    damaged = cached[1]
+    damaged.cache_path.write_bytes(b"not an npz")
+    assert np.array_equal(damaged.load()["image"], refs[1].load()["image"])
+    assert f"decoded cache entry {damaged.cache_path} unreadable" in caplog.text
+
+
+def test_training_reports_decoded_cache_coverage(checkpoint_data: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from seg_perception.training.decoded_cache import DecodedCache
+
+    DecodedCache(tmp_path / "decoded").write(parse_data_spec(f"synthetic:{checkpoint_data}:train")[:3])
+    config = TrainConfig(train_data=(f"synthetic:{checkpoint_data}:train",), out=str(tmp_path / "p"),
+                         input_size=(128, 64), crop_size=(96, 48), batch_size=2, epochs=1, workers=0,
+                         command="test", profile=2, decoded_cache=str(tmp_path / "decoded"))
+    train(config, show_progress=False)
+    assert "3 of 4 training samples; 1 are decoded from their files every epoch" in capsys.readouterr().out

@@ -67,6 +67,7 @@ class TrainConfig:
     fp16_weights: bool = True
     init_weights: str = ""  # a checkpoint folder to start from (fine-tuning, or continuing without checkpoint.pt)
     instance_stride: int = 8  # 4: the instance head reads the backbone's 1/4 features
+    decoded_cache: str = ""  # a folder written by `seg-perception decode`: samples found there skip decoding
     backbone_weights: str = ""  # the official DDRNet-23-slim ImageNet backbone (.pth) to start from
     profile: int = 0  # > 0: time this many iterations (loader wait against step), report them and write no model
     command: str = "python API"  # the CLI passes the command line that started the run
@@ -132,6 +133,14 @@ def train(config: TrainConfig, *, resume: bool = False, show_progress: bool = Tr
         raise ValueError(f"optimizer must be adamw or sgd, got {config.optimizer!r}")
 
     train_refs = [ref for spec in config.train_data for ref in parse_data_spec(spec)]
+    if config.decoded_cache:
+        from seg_perception.training.decoded_cache import with_cache
+
+        train_refs, cached = with_cache(train_refs, config.decoded_cache)
+        if rank == 0:
+            print(f"decoded cache {config.decoded_cache}: {cached} of {len(train_refs)} training samples; "
+                  f"{len(train_refs) - cached} are decoded from their files every epoch"
+                  + (" (run `seg-perception decode` for them)" if cached < len(train_refs) else ""), flush=True)
     val_refs = [ref for spec in config.val_data for ref in parse_data_spec(spec)]
     dataset = PanopticDataset(train_refs, input_size=config.input_size, seed=config.seed,
                               augmentation=Augmentation(crop_size=config.crop_size, scale_range=config.scale_range))
