@@ -4,6 +4,8 @@
 #       (tools/gpu_parity.py), with the CUDA side in fp32 and in fp16;
 #   (b) `seg-perception bench --device cuda`: end to end, per stage, the network alone, on CUDA events,
 #       in fp32 and in fp16 (both with CUDA graphs);
+#   (c) issue 16's training throughput: `train --profile` (loader wait against step time) at 768x384 crops,
+#       batch 16, from PNG files and from a decoded cache, on a small synthetic set made here;
 #   then a markdown file ready to paste into docs/BENCHMARKS.md.
 # Everything is written under ${OUT:-gpu_check_out}. Exit status: non-zero when a step fails or parity
 # does not hold (the bench still runs after a parity failure, so its figures come back either way).
@@ -17,7 +19,7 @@ dry_run=${GPU_CHECK_DRY_RUN:-0}
 for arg in "$@"; do
     case $arg in
         --cpu-dry-run) dry_run=1 ;;
-        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -42,11 +44,15 @@ if [[ $dry_run == 1 ]]; then
     precisions=(fp32)  # fp16 is CUDA only
     parity_args=(--device-b cpu --size 256x128 --frames 2)
     bench_args=(--sizes 256x128 --batches 1,2 --warmup 1 --calls 3)
+    synth_args=(--sequences 2 --frames 2 --size 256x128)
+    train_args=(--input-size 256x128 --crop-size 192x96 --batch-size 2 --workers 0 --profile 3 --device cpu)
 else
     device=cuda
     precisions=(fp32 fp16)
     parity_args=(--device-b cuda --size 1024x512 --frames 4)
     bench_args=(--sizes 2048x1024,1024x512 --batches 1,4 --warmup 3 --calls 20)
+    synth_args=(--sequences 40 --frames 4 --size 1024x512 --workers 14)
+    train_args=(--input-size 1024x512 --crop-size 768x384 --batch-size 16 --workers 14 --profile 40 --device cuda)
 fi
 
 start=$SECONDS
@@ -82,6 +88,21 @@ for precision in "${precisions[@]}"; do
     echo "== bench on $device $precision ($((SECONDS - step)) s)"
 done
 
+# (c) training throughput: the same profile from PNG files and from the decoded cache
+train_status=0
+step=$SECONDS
+data="$out/train_data"
+{
+    "$PYTHON" -m seg_perception.cli synth --out "$data" "${synth_args[@]}" --seed 7 --split train &&
+    "$PYTHON" -m seg_perception.cli decode --data "synthetic:$data:train" --out "$out/decoded" &&
+    "$PYTHON" -m seg_perception.cli train --data "synthetic:$data:train" --out "$out/profile_png" \
+        "${train_args[@]}" --lane-dice 0.5 &&
+    "$PYTHON" -m seg_perception.cli train --data "synthetic:$data:train" --out "$out/profile_cached" \
+        "${train_args[@]}" --lane-dice 0.5 --decoded-cache "$out/decoded"
+} > "$out/train_profile.log" 2>&1 || train_status=$?
+rm -rf "$data" "$out/decoded"
+echo "== training profile: exit $train_status ($((SECONDS - step)) s)"; grep -E "^profile|decoded" "$out/train_profile.log" || tail -n 20 "$out/train_profile.log"
+
 "$PYTHON" - "$out" "$device" "$parity_status" "${precisions[@]}" > "$out/BENCHMARKS_$device.md" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -112,6 +133,18 @@ for precision in precisions:
               f"{len(p['frames_failing_instances'])} frame(s) with an instance mismatch.\n")
     else:
         print(f"Parity {precision}: no result (see parity_{precision}.log).\n")
+for source in ("png", "cached"):
+    profile = out / f"profile_{source}" / "profile.json"
+    if profile.exists():
+        p = json.loads(profile.read_text())
+        print(f"Training profile ({'decoded cache' if source == 'cached' else 'PNG files'}; crops "
+              f"{p['crop_size'][0]}x{p['crop_size'][1]}, batch {p['batch_size']}, {p['workers']} workers, "
+              f"{p['iterations']} iterations): {p['images_per_s']} images/s end to end, "
+              f"{p['step_only_images_per_s']} images/s for the step alone; loader wait p50 "
+              f"{p['loader_wait_ms_p50']} ms, step p50 {p['step_ms_p50']} ms.\n")
+    else:
+        print(f"Training profile ({source}): no result (see train_profile.log).\n")
 EOF
 echo "== wrote $out/BENCHMARKS_$device.md (total $((SECONDS - start)) s)"; cat "$out/BENCHMARKS_$device.md"
-exit "$parity_status"
+if [[ $parity_status != 0 ]]; then exit "$parity_status"; fi
+exit "$train_status"

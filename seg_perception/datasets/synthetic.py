@@ -20,16 +20,18 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from seg_perception import __version__
-from seg_perception.bags.writer import BagWriter, Storage
 from seg_perception.datasets import cityscapes, labels
 from seg_perception.ros_io.image_codec import to_compressed_msg, to_image_msg
 from seg_perception.synth import CameraModel, SynthFrame, describe_sequence, render_sequence
+
+if TYPE_CHECKING:  # rosbags is needed to write bags only, not image folders (GPU machines lack it)
+    from seg_perception.bags.writer import BagWriter, Storage
 
 OutputFormat = Literal["cityscapes", "bag"]
 
@@ -135,6 +137,8 @@ def _camera_info(bag: BagWriter, frame: SynthFrame, header: Any) -> Any:
 
 def _write_bag(job: SynthJob, progress: Any) -> None:
     custom = {"seg_perception.synth": json.dumps({"seed": job.seed, "sequence": job.sequence, "fps": job.fps})}
+    from seg_perception.bags.writer import BagWriter
+
     with BagWriter(bag_path(job.out, job.sequence), storage=job.storage, custom_data=custom) as bag:
         image_type = bag.typestore.types["sensor_msgs/msg/Image"]
         compressed_type = bag.typestore.types["sensor_msgs/msg/CompressedImage"]
