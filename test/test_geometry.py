@@ -1,0 +1,79 @@
+"""Camera geometry against the synthetic renderer's own projection (an independent implementation)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from seg_perception.geometry import GeometryError, GroundProjector, Intrinsics, Mount
+from seg_perception.synth.camera import camera_model, place_camera
+
+
+def _rig_geometry(name: str, width: int = 1024, height: int = 512, pitch_deg: float = 2.5):
+    model = camera_model(name, width=width, height=height, mount_height_m=1.45, pitch_deg=pitch_deg)
+    intrinsics = Intrinsics(width=width, height=height, matrix=model.intrinsic_matrix(), distortion=np.zeros(5))
+    mount = Mount(z=model.mount_height_m, pitch=math.radians(model.pitch_deg), yaw=math.radians(model.yaw_deg))
+    return model, GroundProjector(intrinsics, mount)
+
+
+@pytest.mark.parametrize("name", ["front", "front_left", "rear", "right"])
+def test_ground_points_round_trip_through_the_renderers_projection(name: str) -> None:
+    model, projector = _rig_geometry(name)
+    pose = place_camera(model, 0.0, 0.0, 0.0)  # the ego at the origin, heading along x: world = base_link
+    heading = math.radians(model.yaw_deg)
+    rng = np.random.default_rng(0)
+    distance, lateral = rng.uniform(4.0, 80.0, 200), rng.uniform(-0.3, 0.3, 200)
+    ground = np.stack([distance * np.cos(heading + lateral), distance * np.sin(heading + lateral)], 1)
+    world = np.concatenate([ground, np.zeros((200, 1))], 1)
+    pixels = pose.project(pose.to_camera(world))  # the renderer's projection
+    error = np.hypot(*(projector.to_ground(pixels) - ground).T)
+    assert (error <= 1e-6 * distance).all()
+    np.testing.assert_allclose(projector.to_pixels(ground), pixels, atol=1e-6)
+
+
+def test_above_the_horizon_behind_and_too_far_are_nan() -> None:
+    model, projector = _rig_geometry("front", pitch_deg=2.0)
+    horizon = model.horizon_row()
+    points = projector.to_ground(np.array([[512.0, horizon - 5.0], [512.0, horizon + 0.01], [512.0, 500.0]]))
+    assert np.isnan(points[0]).all()  # sky
+    assert np.isnan(points[1]).all()  # meets the ground beyond max_range_m (200 m)
+    assert np.isfinite(points[2]).all() and 0 < points[2, 0] < 30
+    assert np.isnan(projector.to_pixels(np.array([[-10.0, 0.0]]))).all()  # behind a front camera
+
+
+def test_distortion_is_removed_from_points() -> None:
+    matrix = np.array([[500.0, 0.0, 319.5], [0.0, 500.0, 239.5], [0.0, 0.0, 1.0]])
+    info = SimpleNamespace(width=640, height=480, k=matrix.ravel(), d=[-0.3, 0.1, 0.001, -0.001, 0.0],
+                           distortion_model="plumb_bob")
+    intrinsics = Intrinsics.from_camera_info(info)
+    projector = GroundProjector(intrinsics, Mount(z=1.6, pitch=math.radians(8)))
+    ground = np.array([[5.0, 2.0], [8.0, -3.5], [20.0, 0.0], [4.0, -2.5]])
+    pixels = projector.to_pixels(ground)
+    straight = GroundProjector(Intrinsics(640, 480, matrix, np.zeros(5)), Mount(z=1.6, pitch=math.radians(8)))
+    assert np.abs(pixels - straight.to_pixels(ground)).max() > 5  # the lens moves them
+    np.testing.assert_allclose(projector.to_ground(pixels), ground, atol=1e-6)
+
+
+def test_scaled_intrinsics_see_the_same_ground() -> None:
+    _, projector = _rig_geometry("front", width=2048, height=1024)
+    half = GroundProjector(projector.intrinsics.scaled_to(1024, 512), projector.mount)
+    pixels = np.array([[1000.0, 800.0], [300.0, 1000.0]])
+    np.testing.assert_allclose(half.to_ground((pixels + 0.5) / 2 - 0.5), projector.to_ground(pixels), atol=1e-9)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"k": [0, 0, 0, 0, 500, 240, 0, 0, 1]}, "fx, fy > 0"),
+    ({"distortion_model": "rational_polynomial", "d": [0] * 8}, "not supported"),
+    ({"d": [0.1, 0.2]}, "4 or 5 coefficients"),
+    ({"k": [500, 0, float("nan"), 0, 500, 240, 0, 0, 1]}, "finite"),
+])
+def test_bad_camera_info_is_refused_with_a_reason(fields: dict, message: str) -> None:
+    info = {"width": 640, "height": 480, "k": [500, 0, 320, 0, 500, 240, 0, 0, 1], "d": [0.0] * 5,
+            "distortion_model": "plumb_bob", **fields}
+    with pytest.raises(GeometryError, match=message):
+        Intrinsics.from_camera_info(SimpleNamespace(**info))
+    with pytest.raises(GeometryError, match="above the ground"):
+        Mount(z=0.0)
