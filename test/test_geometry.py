@@ -77,3 +77,68 @@ def test_bad_camera_info_is_refused_with_a_reason(fields: dict, message: str) ->
         Intrinsics.from_camera_info(SimpleNamespace(**info))
     with pytest.raises(GeometryError, match="above the ground"):
         Mount(z=0.0)
+
+
+def test_velocity_filter_converges_on_a_constant_velocity_object_with_noisy_positions() -> None:
+    from seg_perception.geometry.motion import VelocityFilter
+
+    rng = np.random.default_rng(1)
+    motion = VelocityFilter()
+    velocity, count = None, 0
+    for step in range(30):  # 3 s at 10 Hz, closing from 40 m at 5 m/s while drifting left at 1 m/s
+        t = step * 0.1
+        truth = np.array([40.0 - 5.0 * t, -2.0 + 1.0 * t])
+        measured = truth + rng.normal(0.0, 0.03 * np.hypot(*truth), 2)
+        velocity, count = motion.update("front", 7, tuple(measured), int(t * 1e9))
+    assert count == 30 and velocity is not None
+    assert abs(velocity[0] + 5.0) < 1.0 and abs(velocity[1] - 1.0) < 1.0
+    assert motion.update("front", 7, (30.0, 0.0), int(5e9))[0] is None  # 2 s of silence: a new track
+    assert motion.update("front", 7, (30.0, 0.0), int(4e9))[0] is None  # a stamp going back: a new track
+
+
+def test_pipeline_obstacles_in_metres_against_the_synthetic_ground_truth() -> None:
+    """The demo model on a held-out drive, with the camera's exact geometry: vehicles' ranges against the
+    renderer's distances, round trips through the projector, velocities once a track has two positions."""
+    from pathlib import Path
+
+    from seg_perception.inference.backends import TorchBackend
+    from seg_perception.pipeline.pipeline import CameraFrame, CameraGeometry, PerceptionPipeline, PipelineSettings
+    from seg_perception.postprocess.roles import role_mapping_for
+    from seg_perception.synth import render_sequence
+
+    backend = TorchBackend(Path(__file__).resolve().parents[1] / "models" / "demo")  # 512x256 input
+    card = backend.card
+    pipeline = PerceptionPipeline(backend, card, role_mapping_for(card.class_names, card.thing_ids),
+                                  PipelineSettings(output_resolution="camera"))
+    errors, with_velocity, pixels_only = [], 0, 0
+    for step in render_sequence(seed=2000, sequence=3, num_frames=8, width=1024, height=512, cameras=("front",)):
+        frame = step["front"]
+        model = frame.camera
+        geometry = CameraGeometry(Intrinsics(model.width, model.height, model.intrinsic_matrix(), np.zeros(5)),
+                                  Mount(z=model.mount_height_m, pitch=math.radians(model.pitch_deg)))
+        pipeline.set_geometry("front", geometry)
+        (result,) = pipeline.process([CameraFrame("front", frame.image, frame.stamp_ns, "front")])
+        projector = geometry.projector_for(1024, 512)
+        for obstacle in result.obstacles:
+            if obstacle.ground_xy_m is None:
+                pixels_only += 1
+                continue
+            x, y = obstacle.ground_xy_m
+            assert obstacle.range_m == pytest.approx(math.hypot(x, y))
+            assert obstacle.bearing_rad == pytest.approx(math.atan2(y, x))
+            back = projector.to_pixels(np.array([obstacle.ground_xy_m]))[0]  # the mask's bottom, below centre
+            bx, by, bw, bh = obstacle.bbox_xywh
+            assert bx - 1 <= back[0] <= bx + bw and by + bh - 3 <= back[1] <= by + bh + 1
+            with_velocity += obstacle.velocity_xy_mps is not None
+            assert (obstacle.velocity_xy_mps is None) == (obstacle.velocity_samples < 2)
+            mask = result.instances == obstacle.instance_id
+            truth = max(frame.objects, key=lambda o: np.count_nonzero(mask & (frame.instance == o.instance_id)))
+            overlap = np.count_nonzero(mask & (frame.instance == truth.instance_id))
+            if obstacle.class_name in ("car", "truck", "bus") and overlap > 0.5 * np.count_nonzero(mask):
+                errors.append(abs(obstacle.range_m - truth.distance_m) / truth.distance_m)
+    # 512x256 input here (issue 17's <= 5 % target is for 1024x512, where this drive gives about 4 %)
+    assert len(errors) >= 20 and float(np.median(errors)) <= 0.12
+    assert with_velocity >= 10
+    pipeline.set_geometry("front", None)
+    (result,) = pipeline.process([CameraFrame("front", frame.image, frame.stamp_ns + 10**8, "front")])
+    assert result.obstacles and all(o.ground_xy_m is None and o.range_m is None for o in result.obstacles)

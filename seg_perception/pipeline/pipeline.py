@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from seg_perception.geometry import GroundProjector, Intrinsics, Mount
+from seg_perception.geometry.motion import VelocityFilter
 from seg_perception.inference.backends import Backend
 from seg_perception.inference.preprocess import resize_batch
 from seg_perception.models.card import ModelCard
@@ -49,6 +51,29 @@ class Obstacle:
     bbox_xywh: tuple[int, int, int, int]  # output-resolution pixels
     area_px: int
     centroid_xy: tuple[float, float]
+    # In metres, with the camera's geometry (intrinsics and mount; see set_geometry), else None. The ground
+    # contact is the bottom of the mask below its centroid, projected onto the flat ground of base_link.
+    ground_xy_m: tuple[float, float] | None = None
+    range_m: float | None = None  # distance of the ground contact from the base_link origin
+    bearing_rad: float | None = None  # its direction, counter-clockwise from x (forward)
+    velocity_xy_mps: tuple[float, float] | None = None  # relative to base_link; tracked obstacles, from frame 2
+    velocity_samples: int = 0  # positions the velocity estimate rests on (0: no position)
+
+
+@dataclass(frozen=True)
+class CameraGeometry:
+    """What turns one camera's pixels into metres: its intrinsics (CameraInfo) and its mount on the vehicle."""
+
+    intrinsics: Intrinsics
+    mount: Mount
+    max_range_m: float = 200.0
+
+    def projector_for(self, width: int, height: int) -> GroundProjector:
+        """For images of this size (intrinsics are scaled when CameraInfo describes another resolution)."""
+        intrinsics = self.intrinsics
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            intrinsics = intrinsics.scaled_to(width, height)
+        return GroundProjector(intrinsics, self.mount, max_range_m=self.max_range_m)
 
 
 @dataclass
@@ -124,6 +149,27 @@ class PerceptionPipeline:
                                          max_gap_s=settings.smoothing_max_gap_s)
         self.trackers: dict[str, ObstacleTracker] = {}
         self.settings = settings
+        self.geometry: dict[str, CameraGeometry] = {}  # cameras whose obstacles get metres
+        self._projectors: dict[tuple[str, int, int], tuple[CameraGeometry, GroundProjector]] = {}
+        self.motion = VelocityFilter()
+
+    def set_geometry(self, camera: str, geometry: CameraGeometry | None) -> None:
+        """Give a camera's obstacles positions in metres (None: pixels only again). Safe to call while
+        another thread runs ``process``: the next frame of that camera uses it."""
+        if geometry is None:
+            self.geometry.pop(camera, None)
+        else:
+            self.geometry[camera] = geometry
+
+    def _projector(self, camera: str, width: int, height: int) -> GroundProjector | None:
+        geometry = self.geometry.get(camera)
+        if geometry is None:
+            return None
+        cached = self._projectors.get((camera, width, height))
+        if cached is None or cached[0] is not geometry:  # new CameraInfo or mount: a new projector
+            cached = (geometry, geometry.projector_for(width, height))
+            self._projectors[(camera, width, height)] = cached
+        return cached[1]
 
     def configure(self, settings: PipelineSettings) -> None:
         """Live changes (smoothing, tracking, output resolution); the streams' state is kept."""
@@ -200,6 +246,7 @@ class PerceptionPipeline:
             tracker = self._tracker(camera)
             if reason is not None and reason != "first_frame":
                 tracker.reset()
+                self.motion.reset(camera)
             track_ids.append(tracker.update(instances, {i.instance_id: i.class_id for i in frame_infos}))
         timings["smoothing"] = smoothing_ms + _ms(start)
 
@@ -207,6 +254,10 @@ class PerceptionPipeline:
         results = []
         for i, (frame, maps) in enumerate(zip(frames, published, strict=True)):
             obstacles = self._obstacles(infos[i], track_ids[i], maps.areas, scales[i])
+            projector = self._projector(frame.camera, *sizes[i]) if obstacles else None
+            if projector is not None:
+                model_size = semantic_maps[i].shape[1], semantic_maps[i].shape[0]
+                obstacles = self._in_metres(frame, obstacles, infos[i], projector, model_size)
             results.append(FrameResult(frame=frame, semantic=maps.semantic, instances=maps.instances, masks=maps.masks,
                                        obstacles=obstacles, timings_ms=timings, batch_size=len(frames),
                                        smoothed=weights is not None and bool(weights[i].any()),
@@ -232,6 +283,28 @@ class PerceptionPipeline:
                 area_px=int(areas[info.instance_id]),
                 centroid_xy=((info.centroid_xy[0] + 0.5) * sx - 0.5, (info.centroid_xy[1] + 0.5) * sy - 0.5)))
         return tuple(obstacles)
+
+
+    def _in_metres(self, frame: CameraFrame, obstacles: tuple[Obstacle, ...], infos, projector: GroundProjector,
+                   model_size: tuple[int, int]) -> tuple[Obstacle, ...]:
+        """Ground contact (the bottom edge of the mask's lowest row, below its centroid) in camera pixels,
+        projected; velocities from the camera's track history."""
+        sx, sy = frame.image.shape[1] / model_size[0], frame.image.shape[0] / model_size[1]
+        contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
+                              (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in infos])
+        ground = projector.to_ground(contacts)
+        out = []
+        for obstacle, (x, y) in zip(obstacles, ground, strict=True):
+            if not (math.isfinite(x) and math.isfinite(y)):
+                out.append(obstacle)  # at or above the horizon, or beyond max_range_m: no ground contact
+                continue
+            velocity, samples = self.motion.update(frame.camera, obstacle.track_id, (float(x), float(y)),
+                                                   frame.stamp_ns)
+            out.append(replace(obstacle, ground_xy_m=(float(x), float(y)), range_m=float(math.hypot(x, y)),
+                               bearing_rad=float(math.atan2(y, x)), velocity_xy_mps=velocity,
+                               velocity_samples=samples))
+        self.motion.forget_older_than(frame.stamp_ns)
+        return tuple(out)
 
 
 def _ms(start: float) -> float:
