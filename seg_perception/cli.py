@@ -62,6 +62,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
     parser.add_argument("--compressed", action="store_true", help="bag images as jpeg CompressedImage")
     parser.add_argument("--workers", type=int, default=1, help="processes, one sequence each (default 1)")
+    parser.add_argument("--variety", action="store_true",
+                        help="opt-in harder scenes: motorcycles, crosswalks, dusk/night, rain (default off: the "
+                             "worlds, and so the recorded splits, stay as they were)")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -72,7 +75,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     manifest = write_synthetic(
         args.out, fmt=args.fmt, sequences=args.sequences, frames=args.frames, width=width, height=height,
         seed=args.seed, cameras=args.cameras, fps=args.fps, split=args.split, storage=args.storage,
-        compressed=args.compressed, workers=args.workers,
+        compressed=args.compressed, workers=args.workers, variety=args.variety,
     )
     total = args.sequences * args.frames * len(args.cameras)
     elapsed = time.perf_counter() - start

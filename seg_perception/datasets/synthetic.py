@@ -10,6 +10,11 @@ Both outputs carry the same exact ground truth. In a bag, each camera ``<cam>`` 
     /<cam>/labels/lane          sensor_msgs/Image mono8, 0/255
 
 all stamped with the capture time (header.stamp and the bag's log time), frame_id ``<cam>_optical_frame``.
+
+``variety=True`` (``seg-perception synth --variety``) writes the opt-in harder scenes of
+``seg_perception.synth.config.Variety`` (motorcycles with riders, crosswalks, dusk/night, rain) and records
+``"variety": true`` in the manifest and bag metadata. Without it the output, manifest included, is what it
+was before the option existed, so the recorded held-out splits (seed 2000 etc.) stay fixed.
 """
 
 from __future__ import annotations
@@ -93,11 +98,12 @@ class SynthJob:
     split: str
     storage: Storage
     compressed: bool
+    variety: bool = False
 
 
 def _frames(job: SynthJob) -> Iterator[dict[str, SynthFrame]]:
     return render_sequence(seed=job.seed, sequence=job.sequence, num_frames=job.frames, width=job.width,
-                           height=job.height, cameras=job.cameras, fps=job.fps)
+                           height=job.height, cameras=job.cameras, fps=job.fps, variety=job.variety)
 
 
 def bag_path(out: Path, sequence: int) -> Path:
@@ -136,7 +142,10 @@ def _camera_info(bag: BagWriter, frame: SynthFrame, header: Any) -> Any:
 
 
 def _write_bag(job: SynthJob, progress: Any) -> None:
-    custom = {"seg_perception.synth": json.dumps({"seed": job.seed, "sequence": job.sequence, "fps": job.fps})}
+    meta: dict[str, Any] = {"seed": job.seed, "sequence": job.sequence, "fps": job.fps}
+    if job.variety:  # only then: bags written without it keep their metadata
+        meta["variety"] = True
+    custom = {"seg_perception.synth": json.dumps(meta)}
     from seg_perception.bags.writer import BagWriter
 
     with BagWriter(bag_path(job.out, job.sequence), storage=job.storage, custom_data=custom) as bag:
@@ -183,14 +192,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _scene_json(cfg: Any) -> Any:
+    scene = _jsonable(cfg)
+    if scene.get("variety", 0) is None:  # the pre-variety manifest had no such key
+        del scene["variety"]
+    return scene
+
+
 def write_synthetic(
     out: Path | str, *, fmt: OutputFormat, sequences: int, frames: int, width: int, height: int, seed: int,
     cameras: Sequence[str] = ("front",), fps: float = 10.0, split: str = "train", storage: Storage = "mcap",
-    compressed: bool = False, workers: int = 1, show_progress: bool = True,
+    compressed: bool = False, workers: int = 1, show_progress: bool = True, variety: bool = False,
 ) -> Path:
     """Render ``sequences`` x ``frames`` time steps and write them; returns the manifest path.
 
     Deterministic for a seed: sequence ``i`` of seed ``s`` is the same world whatever else is written.
+    ``variety`` opts in to the harder scenes (see the module docstring); off, nothing changes.
     """
     out = Path(out)
     if fmt not in ("cityscapes", "bag"):
@@ -204,7 +221,8 @@ def write_synthetic(
             raise FileExistsError(f"bag {existing[0]} exists already; choose another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     jobs = [SynthJob(out=out, fmt=fmt, seed=seed, sequence=s, frames=frames, width=width, height=height,
-                     cameras=tuple(cameras), fps=fps, split=split, storage=storage, compressed=compressed)
+                     cameras=tuple(cameras), fps=fps, split=split, storage=storage, compressed=compressed,
+                     variety=variety)
             for s in range(sequences)]
     with tqdm(total=sequences * frames, unit="frame", desc=f"synth -> {fmt}", disable=not show_progress) as bar:
         if workers <= 1 or sequences == 1:
@@ -224,8 +242,10 @@ def write_synthetic(
                         for c in labels.CLASSES],
         "bags": [bag_path(out, s).name for s in range(sequences)] if fmt == "bag" else [],
         "topics": {cam: asdict(camera_topics(cam)) for cam in cameras} if fmt == "bag" else {},
-        "scenes": [_jsonable(describe_sequence(seed, s)) for s in range(sequences)],
+        "scenes": [_scene_json(describe_sequence(seed, s, variety=variety)) for s in range(sequences)],
     }
+    if variety:  # recorded only when on, so manifests written without it are unchanged
+        manifest["variety"] = True
     path = manifest_path(out, fmt, split)
     path.write_text(json.dumps(manifest, indent=2))
     return path

@@ -126,22 +126,31 @@ def convert_official_ddrnet23_slim(
     ``keep_aux=False`` drops the auxiliary head (``seghead_extra``) for deploy models. Keys that the table
     does not know raise ``WeightsError`` naming them, so a different layout cannot half-load.
     """
+    def skipped(key: str) -> bool:
+        return key.startswith(_IGNORED_PREFIXES) or (not keep_aux and key.startswith(_OFFICIAL_AUX_PREFIX))
+
+    return _renamed(state_dict, skipped=skipped, accepted=lambda ours: True, layout="DDRNet-23-slim")
+
+
+def _renamed(state_dict: Mapping[str, torch.Tensor], *, skipped, accepted, layout: str) -> dict[str, torch.Tensor]:
+    """Our names for every tensor not ``skipped`` (official key, wrappers stripped) and ``accepted`` (our key);
+    any other key is a ``WeightsError`` naming it, so a different layout cannot half-load."""
     if isinstance(state_dict.get("state_dict"), Mapping):
         state_dict = state_dict["state_dict"]
     converted: dict[str, torch.Tensor] = {}
     unknown = []
     for raw_key, tensor in state_dict.items():
         key = _strip_wrappers(raw_key)
-        if key.startswith(_IGNORED_PREFIXES) or (not keep_aux and key.startswith(_OFFICIAL_AUX_PREFIX)):
+        if skipped(key):
             continue
         ours = _rename(key, _OFFICIAL_TO_OURS)
-        if ours is None:
+        if ours is None or not accepted(ours):
             unknown.append(raw_key)
         else:
             converted[ours] = tensor
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
-        raise WeightsError(f"not in the official DDRNet-23-slim layout: {shown}")
+        raise WeightsError(f"not in the official {layout} layout: {shown}")
 
     # Checkpoints written before PyTorch 0.4.1 lack BN's batch counter; it plays no part at inference.
     for key in [k for k in converted if k.endswith(".running_var")]:
@@ -164,25 +173,9 @@ def convert_imagenet_ddrnet23_slim_backbone(state_dict: Mapping[str, torch.Tenso
     """Rename the official ImageNet checkpoint's backbone tensors to ours (``backbone.*``), dropping its
     classifier (``down5``, ``last_layer``, ``linear``) by name. Any other key the table does not know, and any
     segmentation-head or DAPPM key (a Cityscapes checkpoint given by mistake), raise ``WeightsError``."""
-    if isinstance(state_dict.get("state_dict"), Mapping):
-        state_dict = state_dict["state_dict"]
-    converted: dict[str, torch.Tensor] = {}
-    unknown = []
-    for raw_key, tensor in state_dict.items():
-        key = _strip_wrappers(raw_key)
-        if key.startswith(_IMAGENET_CLASSIFIER_PREFIXES):
-            continue
-        ours = _rename(key, _OFFICIAL_TO_OURS)
-        if ours is None or not ours.startswith("backbone.") or ours.startswith(_NOT_IN_IMAGENET):
-            unknown.append(raw_key)
-        else:
-            converted[ours] = tensor
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
-        raise WeightsError(f"not in the official DDRNet-23-slim ImageNet layout: {shown}")
-    for key in [k for k in converted if k.endswith(".running_var")]:
-        converted.setdefault(key.removesuffix("running_var") + "num_batches_tracked", torch.tensor(0))
-    return converted
+    return _renamed(state_dict, skipped=lambda key: key.startswith(_IMAGENET_CLASSIFIER_PREFIXES),
+                    accepted=lambda ours: ours.startswith("backbone.") and not ours.startswith(_NOT_IN_IMAGENET),
+                    layout="DDRNet-23-slim ImageNet")
 
 
 def load_imagenet_backbone(model: PanopticNet, path: str | Path) -> int:

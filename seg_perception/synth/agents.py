@@ -1,4 +1,5 @@
-"""Moving things: the ego's own motion, vehicles (moving and parked), pedestrians and cyclists.
+"""Moving things: the ego's own motion, vehicles (moving and parked), pedestrians and cyclists; with the
+opt-in variety also motorcycles with riders in the traffic lanes.
 
 Agents are generated per 50 m block in order of arc length and numbered as they are generated, so the
 numbers (the instance and track ids) are stable across frames and do not depend on the sequence length.
@@ -8,13 +9,13 @@ Every agent moves on a closed-form trajectory, which makes any time step cheap a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from seg_perception.datasets.labels import CLASSES, train_id
-from seg_perception.synth.config import STREAM_AGENTS, SceneConfig, stream
+from seg_perception.synth.config import STREAM_AGENTS, STREAM_VARIETY, SceneConfig, stream
 from seg_perception.synth.geometry import (
     BOX_FACES,
     Frame2D,
@@ -29,8 +30,8 @@ from seg_perception.synth.objects import BLOCK_M, BLOCK_TAG_OFFSET
 from seg_perception.synth.road import CrossSection, Road
 from seg_perception.synth.shading import Look
 
-CAR, TRUCK, BUS, PERSON, RIDER, BICYCLE = (
-    train_id(n) for n in ("car", "truck", "bus", "person", "rider", "bicycle")
+CAR, TRUCK, BUS, PERSON, RIDER, BICYCLE, MOTORCYCLE = (
+    train_id(n) for n in ("car", "truck", "bus", "person", "rider", "bicycle", "motorcycle")
 )
 LABEL_ID = {c.train_id: c.label_id for c in CLASSES}
 MAX_K = 999  # Cityscapes instance ids are labelId * 1000 + k
@@ -188,11 +189,32 @@ class Cyclist:
         return self.s0 + self.speed * t
 
 
+@dataclass(frozen=True)
+class Motorcycle:
+    """A motorcycle and its rider (opt-in variety): two instances, like Cityscapes labels them. It rides in
+    a traffic lane at the lane's speed, in a gap between that lane's vehicles, so it never runs into them."""
+
+    k_rider: int
+    k_moto: int
+    s0: float
+    speed: float
+    d: float
+    length: float
+    body: tuple[float, float, float]
+    jacket: tuple[float, float, float]
+    trousers: tuple[float, float, float]
+    helmet: tuple[float, float, float]
+
+    def s(self, t: float) -> float:
+        return self.s0 + self.speed * t
+
+
 @dataclass
 class Agents:
     vehicles: list[Vehicle]
     pedestrians: list[Pedestrian]
     cyclists: list[Cyclist]
+    motorcycles: list[Motorcycle] = field(default_factory=list)
 
 
 class _Ids:
@@ -295,7 +317,44 @@ def generate_agents(cfg: SceneConfig, xs: CrossSection, ego: EgoTrack, seed: int
         lo, hi = block * BLOCK_M, (block + 1) * BLOCK_M
         _block_vehicles(rng, cfg, xs, speeds, ids, agents, lo, hi)
         _block_people(rng, cfg, xs, ego, ids, agents, lo, hi)
+    if cfg.variety is not None and cfg.variety.motorcycle_density > 0:
+        # after everything else, from their own stream: the other agents keep their ids and places
+        _motorcycles(cfg, xs, speeds, ids, agents, seed, sequence, s_min, s_max)
     return agents
+
+
+MOTO_COLOURS = [(0.06, 0.06, 0.07), (0.7, 0.05, 0.05), (0.1, 0.2, 0.6), (0.85, 0.85, 0.85), (0.9, 0.5, 0.05),
+                (0.2, 0.45, 0.15), (0.5, 0.5, 0.52)]
+HELMETS = [(0.05, 0.05, 0.05), (0.9, 0.9, 0.9), (0.7, 0.1, 0.1), (0.15, 0.2, 0.5), (0.85, 0.75, 0.1)]
+MOTO_CLEARANCE_M = 3.0  # free road before and behind a motorcycle in its lane
+
+
+def _motorcycles(cfg: SceneConfig, xs: CrossSection, speeds: list[float], ids: _Ids, agents: Agents, seed: int,
+                 sequence: int, s_min: float, s_max: float) -> None:
+    assert cfg.variety is not None
+    taken: list[list[tuple[float, float]]] = [[] for _ in range(cfg.num_lanes)]
+    for v in agents.vehicles:  # moving vehicles occupy [s0 - L/2, s0 + L/2] of their lane forever
+        if v.speed != 0.0:
+            lane = int(np.argmin([abs(v.d - xs.lane_centre(i)) for i in range(cfg.num_lanes)]))
+            taken[lane].append((v.s0 - v.length / 2, v.s0 + v.length / 2))
+    half_room = 0.5 * cfg.lane_width_m - 0.6
+    for block in range(math.floor(s_min / BLOCK_M), math.ceil(s_max / BLOCK_M)):
+        rng = stream(seed, sequence, STREAM_VARIETY, 1, block + BLOCK_TAG_OFFSET)
+        for lane in range(cfg.num_lanes):
+            for _ in range(int(rng.poisson(cfg.variety.motorcycle_density * BLOCK_M / 100.0))):
+                length = float(rng.uniform(1.9, 2.3))
+                s0 = float(rng.uniform(block * BLOCK_M, (block + 1) * BLOCK_M))
+                d = xs.lane_centre(lane) + float(rng.uniform(-half_room, half_room))
+                colours = (_pick(rng, MOTO_COLOURS), _pick(rng, CLOTHES), _pick(rng, CLOTHES[:5]),
+                           _pick(rng, HELMETS))
+                lo, hi = s0 - length / 2 - MOTO_CLEARANCE_M, s0 + length / 2 + MOTO_CLEARANCE_M
+                if lane == cfg.ego_lane and lo < 15.0:  # nothing at or behind the ego in its own lane
+                    continue
+                if any(a < hi and b > lo for a, b in taken[lane]):
+                    continue
+                taken[lane].append((lo, hi))
+                k_rider, k_moto = ids.next(), ids.next()
+                agents.motorcycles.append(Motorcycle(k_rider, k_moto, s0, speeds[lane], d, length, *colours))
 
 
 def _block_vehicles(
@@ -454,8 +513,12 @@ class AgentMesher:
         tid: int,
         k: int,
         emissive: bool = False,
+        lamp: bool = False,
     ) -> None:
         normal = f.normal(BOX_FACES[face][0])
+        if lamp and self.look.lamp_gain != 1.0:  # variety's dusk/night: lamps glow, unshaded
+            rgb, emissive = (rgb[0] * self.look.lamp_gain, rgb[1] * self.look.lamp_gain,
+                             rgb[2] * self.look.lamp_gain), True
         mat = Material(rgb, tid, instance_value(tid, k), 0.02, emissive=emissive)
         b.poly(face_rect(face, corners, *uv), mat, normal=normal, detail=0.3)  # lights, plates, windows
 
@@ -513,9 +576,9 @@ class AgentMesher:
         dark, glass = (0.05, 0.05, 0.05), (0.1, 0.12, 0.15)
         self._rect(b, f, "front", body, (0.25, 0.75, 0.1, 0.45), dark, CAR, k)
         for u0 in (0.04, 0.78):
-            self._rect(b, f, "front", body, (u0, u0 + 0.18, 0.55, 0.8), (0.85, 0.85, 0.78), CAR, k)
+            self._rect(b, f, "front", body, (u0, u0 + 0.18, 0.55, 0.8), (0.85, 0.85, 0.78), CAR, k, lamp=True)
             self._rect(
-                b, f, "back", body, (u0, u0 + 0.18, 0.5, 0.78), (0.6, 0.04, 0.03), CAR, k, emissive=True
+                b, f, "back", body, (u0, u0 + 0.18, 0.5, 0.78), (0.6, 0.04, 0.03), CAR, k, emissive=True, lamp=True
             )
         self._rect(b, f, "back", body, (0.4, 0.6, 0.2, 0.42), (0.85, 0.85, 0.82), CAR, k)
         xb0, xb1, xr0, xr1 = {"sedan": (-0.38, 0.22, -0.25, 0.05), "hatch": (-0.47, 0.2, -0.44, 0.0),
@@ -550,7 +613,7 @@ class AgentMesher:
         self._rect(b, f, "front", cab, (0.06, 0.94, 0.55, 0.92), (0.1, 0.12, 0.15), TRUCK, k)
         self._rect(b, f, "front", cab, (0.25, 0.75, 0.08, 0.35), (0.15, 0.15, 0.15), TRUCK, k)
         for u0 in (0.03, 0.83):
-            self._rect(b, f, "front", cab, (u0, u0 + 0.14, 0.1, 0.22), (0.9, 0.9, 0.8), TRUCK, k)
+            self._rect(b, f, "front", cab, (u0, u0 + 0.14, 0.1, 0.22), (0.9, 0.9, 0.8), TRUCK, k, lamp=True)
         for face in ("left", "right"):
             self._rect(b, f, face, cab, (0.45, 0.9, 0.55, 0.9) if face == "left" else (0.1, 0.55, 0.55, 0.9),
                        (0.1, 0.12, 0.15), TRUCK, k)
@@ -568,7 +631,8 @@ class AgentMesher:
         box = self._box(b, f, (-L / 2, L / 2 - cab_len - 0.3, -W / 2, W / 2, 1.0, H), v.cargo, TRUCK, k)
         for u0 in (0.02, 0.88):
             self._rect(
-                b, f, "back", box, (u0, u0 + 0.1, 0.02, 0.08), (0.6, 0.04, 0.03), TRUCK, k, emissive=True
+                b, f, "back", box, (u0, u0 + 0.1, 0.02, 0.08), (0.6, 0.04, 0.03), TRUCK, k, emissive=True,
+                lamp=True,
             )
         self._wheels(b, f, [-L / 2 + 1.5, -L / 2 + 2.6], W / 2, 0.5, TRUCK, k)
         box_piece = b.build(f.world(np.array([-cab_len / 2, 0.0, 0.0])), L / 2 + 1.0)
@@ -605,13 +669,14 @@ class AgentMesher:
                     b, f, "front", corners, (0.15, 0.85, 0.84, 0.95), (0.9, 0.55, 0.1), BUS, k, emissive=True
                 )
                 for u0 in (0.04, 0.82):
-                    self._rect(b, f, "front", corners, (u0, u0 + 0.14, 0.05, 0.12), (0.9, 0.9, 0.8), BUS, k)
+                    self._rect(b, f, "front", corners, (u0, u0 + 0.14, 0.05, 0.12), (0.9, 0.9, 0.8), BUS, k,
+                               lamp=True)
                 self._rect(b, f, "right", corners, (0.05, 0.3, 0.03, 0.85), (0.15, 0.17, 0.2), BUS, k)
             if i == 0:
                 self._rect(b, f, "back", corners, (0.08, 0.92, 0.55, 0.85), glass, BUS, k)
                 for u0 in (0.04, 0.86):
                     self._rect(b, f, "back", corners, (u0, u0 + 0.1, 0.08, 0.2), (0.6, 0.04, 0.03), BUS, k,
-                               emissive=True)
+                               emissive=True, lamp=True)
             axles = [x for x in (L / 2 - 2.5, -L / 2 + 3.0) if x0 <= x < x1]
             self._wheels(b, f, axles, W / 2, 0.5, BUS, k)
             pieces.append(b.build(f.world(np.array([0.5 * (x0 + x1), 0.0, 0.0])), (x1 - x0) / 2 + 2.0))
@@ -700,6 +765,66 @@ class AgentMesher:
         b.disc(r[12], 0.1, self._mat(c.skin, UP, RIDER, rk), bias=-0.29 if c.helmet is None else -0.2)
         return b.build(f.world(np.array([0.0, 0.0, 0.9])), 1.4, sort_parts=True, small=True)
 
+    def motorcycle(self, m: Motorcycle, t: float) -> Piece:
+        """A motorcycle instance (wheels, engine, tank, seat, fork, bars, lamps) and its rider instance
+        (helmet, jacket, arms to the bars, legs to the pegs), as one depth-sorted piece like a cyclist."""
+        s = m.s(t)
+        f = self._frame(s, m.d, m.speed < 0)
+        self._shadow(f, m.length, 0.7, 1.5)
+        mk, rk = m.k_moto, m.k_rider
+        scale = m.length / 2.1
+        pts = f.world(_MOTO_LOCAL * np.array([scale, 1.0, 1.0]))
+        dark = self._mat((0.06, 0.06, 0.06), UP, MOTORCYCLE, mk)
+        metal = self._mat((0.45, 0.45, 0.47), UP, MOTORCYCLE, mk)
+        body = self._mat(m.body, UP, MOTORCYCLE, mk)
+        lamp = self.look.lamp_gain
+        head_rgb, tail_rgb = (0.9 * lamp, 0.9 * lamp, 0.82 * lamp), (0.6 * lamp, 0.04 * lamp, 0.03 * lamp)
+        b = PieceBuilder()
+        for w0 in (0, _MOTO_RING):  # wheel discs (rim and brake seen through) and fat tyres
+            b.poly(pts[w0:w0 + _MOTO_RING], metal)
+            b.loop(pts[w0:w0 + _MOTO_RING], 0.06, dark)
+        for i0, i1, radius, kind in _MOTO_LINES:
+            b.line(pts[i0], pts[i1], radius, (body, dark, metal)[kind])
+        b.disc(pts[_MOTO_HEADLIGHT], 0.085, self._mat(head_rgb, UP, MOTORCYCLE, mk), bias=-0.05)
+        b.disc(pts[_MOTO_TAILLIGHT], 0.05, self._mat(tail_rgb, UP, MOTORCYCLE, mk), bias=-0.05)
+        r = f.world(_RIDER_LOCAL * np.array([scale, 1.0, 1.0]))
+        jacket, trousers = self._mat(m.jacket, UP, RIDER, rk, 0.05), self._mat(m.trousers, UP, RIDER, rk, 0.05)
+        for j in (0, 5):  # hip-knee-peg, shoulder-hand; per side
+            b.line(r[j], r[j + 1], 0.085, trousers)
+            b.line(r[j + 1], r[j + 2], 0.07, trousers)
+            b.line(r[j + 3], r[j + 4], 0.055, jacket)
+        b.line(r[10], r[11], 0.2, jacket, bias=-0.01)
+        b.disc(r[12], 0.16, self._mat(m.helmet, UP, RIDER, rk), bias=-0.3)
+        return b.build(f.world(np.array([0.0, 0.0, 0.8])), 0.5 * m.length + 0.8, sort_parts=True, small=True)
+
+
+def _moto_local() -> tuple[np.ndarray, list[tuple[int, int, float, int]], np.ndarray]:
+    """Motorcycle and rider points in the motorcycle's frame (2.1 m long), and the thick lines joining the
+    motorcycle's points: (from, to, radius, 0 body / 1 dark / 2 metal)."""
+    a = np.linspace(0, 2 * np.pi, _MOTO_RING, endpoint=False)
+    ring = 0.31 * np.stack([np.cos(a), np.zeros_like(a), np.sin(a)], axis=1)
+    rear, front = np.array([-0.72, 0.0, 0.31]), np.array([0.72, 0.0, 0.31])
+    joints = [rear, front,
+              (-0.15, 0.0, 0.42), (0.3, 0.0, 0.47),  # engine
+              (0.05, 0.0, 0.8), (0.42, 0.0, 0.86),  # tank
+              (-0.58, 0.0, 0.84), (0.0, 0.0, 0.82),  # seat
+              (-0.92, 0.0, 0.76),  # tail
+              (0.58, 0.1, 0.98), (0.58, -0.1, 0.98),  # fork tops
+              (0.55, 0.36, 1.03), (0.55, -0.36, 1.03),  # bar ends
+              (-0.2, -0.22, 0.32), (-0.85, -0.24, 0.5),  # exhaust
+              (0.7, 0.0, 0.86), (-0.93, 0.0, 0.8)]  # headlight, tail light
+    pts = np.concatenate([ring + rear, ring + front, np.array(joints, np.float64)])
+    n = 2 * _MOTO_RING
+    rh, fh, e0, e1, t0, t1, s0, s1, tail, fl, fr, bl, br, x0, x1, _, _ = range(n, n + 17)
+    lines = [(rh, e0, 0.05, 2), (e0, e1, 0.17, 1), (t0, t1, 0.14, 0), (s0, s1, 0.11, 1), (s0, tail, 0.08, 0),
+             (fh + 0, fl, 0.035, 2), (fh + 0, fr, 0.035, 2), (bl, br, 0.025, 1), (x0, x1, 0.05, 2)]
+    rider = []
+    for side in (1.0, -1.0):
+        rider += [(-0.22, side * 0.15, 0.98), (0.18, side * 0.23, 0.78), (-0.02, side * 0.21, 0.36),
+                  (0.08, side * 0.2, 1.42), (0.55, side * 0.33, 1.04)]
+    rider += [(-0.2, 0.0, 1.0), (0.08, 0.0, 1.42), (0.2, 0.0, 1.63)]  # hip, shoulder, helmet
+    return pts, lines, np.array(rider, np.float64)
+
 
 _BOX_IDX = np.array([BOX_FACES[n][1] for n in ("front", "back", "left", "right", "top")])
 _BOX_NORMALS = np.array([BOX_FACES[n][0] for n in ("front", "back", "left", "right", "top")], np.float64)
@@ -724,6 +849,9 @@ def _bike_local() -> tuple[np.ndarray, list[tuple[int, int, float, int]]]:
 
 
 _BIKE_LOCAL, _BIKE_LINES = _bike_local()
+_MOTO_RING = 14
+_MOTO_LOCAL, _MOTO_LINES, _RIDER_LOCAL = _moto_local()
+_MOTO_HEADLIGHT, _MOTO_TAILLIGHT = len(_MOTO_LOCAL) - 2, len(_MOTO_LOCAL) - 1
 
 
 def _outward_normal(pts: np.ndarray, centre: np.ndarray) -> np.ndarray:

@@ -2,11 +2,16 @@
 
 ``describe_sequence(seed, sequence)`` is the single source of the world parameters, so tests and users can
 see (and override with ``dataclasses.replace``) what a sequence renders.
+
+``describe_sequence(seed, sequence, variety=True)`` opts in to harder scenes (see ``Variety``): motorcycles
+with riders in the traffic lanes, zebra crosswalks, dusk and night, rain. It is opt-in and draws only from
+its own random stream (``STREAM_VARIETY``), so without it every sequence -- and with it the recorded
+held-out splits such as seed 2000 -- renders byte for byte as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,10 +23,44 @@ CURVED_ABOVE = 1.0 / 1000.0  # |curvature| (1/m) from which a road counts as cur
 # Random-stream tags: each part of the world draws from its own generator, so changing one part (or
 # rendering more frames) does not reshuffle the others.
 STREAM_CONFIG, STREAM_ROAD, STREAM_STATIC, STREAM_AGENTS, STREAM_LOOK = range(5)
+STREAM_VARIETY = 5  # opt-in variety only; appended so the tags above keep their values
+
+LIGHTINGS = ("day", "dusk", "night")
+# Variety probabilities, per sequence (each feature is drawn independently of the others).
+LIGHTING_P = (0.55, 0.2, 0.25)
+RAIN_P = 0.25
+MOTORCYCLE_P = {"urban": 0.7, "suburban": 0.6, "rural": 0.4}
+CROSSWALK_P = {"urban": 0.8, "suburban": 0.25, "rural": 0.0}
 
 
 def stream(seed: int, sequence: int, *tags: int) -> np.random.Generator:
     return np.random.default_rng((seed, sequence, *tags))
+
+
+@dataclass(frozen=True)
+class Variety:
+    """Opt-in extras of one sequence (``describe_sequence(..., variety=True)``).
+
+    Per sequence: lighting is day / dusk / night with probabilities ``LIGHTING_P`` (0.55 / 0.2 / 0.25), rain
+    ``RAIN_P`` (0.25), motorcycles ``MOTORCYCLE_P`` (0.7 urban, 0.6 suburban, 0.4 rural) and zebra crosswalks
+    ``CROSSWALK_P`` (0.8 urban, 0.25 suburban, never rural). Dusk and night also rewrite the sun elevation,
+    colour temperature and (higher) noise fields of the ``SceneConfig`` and darken the exposure by
+    ``light_level``; rain rewrites overcast and visibility. Vehicle lamps glow at dusk and night.
+    Intersections are not modelled: crosswalks cross the one road there is (zebra bars painted white and
+    labelled ``road``, under the lane markings, which stay as they were).
+    """
+
+    lighting: str  # "day" | "dusk" | "night"
+    light_level: float  # scene illumination relative to daylight (scales the exposure); 1 by day
+    lamp_gain: float  # vehicle head/tail lights are boosted by this (they glow at night); 1 by day
+    rain: bool  # wet, darker ground and a grey sky
+    rain_streaks: float  # rain streaks per 1000 image pixels per frame; 0 when dry
+    rain_angle_deg: float  # slant of the streaks from vertical (wind)
+    motorcycle_density: float  # per 100 m per traffic lane; 0: none
+    crosswalks: tuple[float, ...]  # arc length of each zebra crossing's start (its bars run along the road)
+    crosswalk_length_m: float  # bar length along the road
+    crosswalk_bar_m: float  # bar width across the road
+    crosswalk_gap_m: float  # gap between bars
 
 
 @dataclass(frozen=True)
@@ -76,6 +115,7 @@ class SceneConfig:
     blur_sigma_px: float
     camera_height_m: float
     camera_pitch_deg: float
+    variety: Variety | None = None  # opt-in extras; None renders exactly the pre-variety world
 
     @property
     def lane_directions(self) -> tuple[int, ...]:
@@ -132,8 +172,17 @@ def _road_segments(rng: np.random.Generator, style: str) -> tuple[tuple[float, f
     return tuple(segments)
 
 
-def describe_sequence(seed: int, sequence: int) -> SceneConfig:
-    """The world parameters of ``(seed, sequence)``; deterministic."""
+def describe_sequence(seed: int, sequence: int, *, variety: bool = False) -> SceneConfig:
+    """The world parameters of ``(seed, sequence)``; deterministic.
+
+    ``variety=True`` adds the opt-in extras of ``Variety``, drawn from their own stream: all the other draws
+    are unchanged, so the default (and every dataset recorded with it) stays as it was.
+    """
+    cfg = _base_config(seed, sequence)
+    return _with_variety(cfg) if variety else cfg
+
+
+def _base_config(seed: int, sequence: int) -> SceneConfig:
     rng = stream(seed, sequence, STREAM_CONFIG)
     env = str(rng.choice(ENVIRONMENTS, p=[0.5, 0.3, 0.2]))
     urban, rural = env == "urban", env == "rural"
@@ -209,3 +258,54 @@ def describe_sequence(seed: int, sequence: int) -> SceneConfig:
         camera_height_m=float(rng.uniform(1.25, 1.65)),
         camera_pitch_deg=float(rng.uniform(0.5, 3.5)),
     )
+
+
+def _with_variety(cfg: SceneConfig) -> SceneConfig:
+    """Samples ``Variety`` from STREAM_VARIETY and adjusts the look fields it implies. Every value is drawn
+    unconditionally and in a fixed order, so one feature's outcome does not reshuffle the others."""
+    rng = stream(cfg.seed, cfg.sequence, STREAM_VARIETY)
+    env = cfg.environment
+    lighting = LIGHTINGS[int(rng.choice(len(LIGHTINGS), p=LIGHTING_P))]
+    dusk_sun, night_sun = float(rng.uniform(-1.0, 6.0)), float(rng.uniform(-25.0, -8.0))
+    dusk_level, night_level = float(rng.uniform(0.4, 0.65)), float(rng.uniform(0.16, 0.3))
+    dusk_kelvin, night_kelvin = float(rng.uniform(3400.0, 4400.0)), float(rng.uniform(3200.0, 4200.0))
+    night_noise = float(rng.uniform(5.0, 10.0))
+    rain = bool(rng.random() < RAIN_P)
+    rain_overcast, rain_visibility = float(rng.uniform(0.85, 1.0)), float(rng.uniform(120.0, 450.0))
+    rain_streaks, rain_angle = float(rng.uniform(2.0, 6.0)), float(rng.normal(0.0, 12.0))
+    motorcycles = bool(rng.random() < MOTORCYCLE_P[env])
+    motorcycle_density = float(rng.uniform(0.3, 1.2))
+    crosswalks = bool(rng.random() < CROSSWALK_P[env])
+    gaps = rng.uniform(70.0, 260.0, size=int(ROAD_LENGTH_M // 70.0) + 1)
+    first = ROAD_START_M + float(rng.uniform(0.0, 100.0))
+    positions = first + np.concatenate([[0.0], np.cumsum(gaps)])
+    bar, gap = float(rng.uniform(0.4, 0.6)), float(rng.uniform(0.4, 0.7))
+    length = float(rng.uniform(2.5, 4.0))
+
+    look: dict = {}
+    if lighting == "dusk":
+        look = {"sun_elevation_deg": dusk_sun, "colour_temperature_k": dusk_kelvin,
+                "noise_sigma": cfg.noise_sigma + 0.5 * night_noise}
+    elif lighting == "night":
+        look = {"sun_elevation_deg": night_sun, "colour_temperature_k": night_kelvin,
+                "noise_sigma": cfg.noise_sigma + night_noise}
+    if rain:
+        look |= {"overcast": rain_overcast, "visibility_m": min(cfg.visibility_m, rain_visibility)}
+    level = {"day": 1.0, "dusk": dusk_level, "night": night_level}[lighting]
+    if rain:
+        level *= 0.75  # heavy cloud
+    extra = Variety(
+        lighting=lighting,
+        light_level=level,
+        lamp_gain=1.0 if lighting == "day" else 1.6 / level,  # lamps saturate despite the dark exposure
+        rain=rain,
+        rain_streaks=rain_streaks if rain else 0.0,
+        rain_angle_deg=float(np.clip(rain_angle, -30.0, 30.0)),
+        motorcycle_density=motorcycle_density if motorcycles else 0.0,
+        crosswalks=tuple(round(float(p), 2) for p in positions if p < ROAD_START_M + ROAD_LENGTH_M)
+        if crosswalks else (),
+        crosswalk_length_m=length,
+        crosswalk_bar_m=bar,
+        crosswalk_gap_m=gap,
+    )
+    return replace(cfg, variety=extra, **look)

@@ -26,10 +26,17 @@ from seg_perception.synth.camera import (
     check_size,
     place_camera,
 )
-from seg_perception.synth.config import SceneConfig, describe_sequence
+from seg_perception.synth.config import STREAM_VARIETY, SceneConfig, describe_sequence, stream
 from seg_perception.synth.geometry import Material
 from seg_perception.synth.raster import ONE, RAW_INSTANCE_LIMIT, SKY_PRIM, Canvas
-from seg_perception.synth.shading import Look, camera_effects, ground_texture, noise_tile, sky_image
+from seg_perception.synth.shading import (
+    Look,
+    camera_effects,
+    ground_texture,
+    noise_tile,
+    rain_streaks,
+    sky_image,
+)
 from seg_perception.synth.world import VIEW_RANGE_M, Backdrop, World, WorldState
 
 STAMP_ORIGIN_NS = 1_700_000_000 * 10**9
@@ -82,19 +89,23 @@ def frame_stamp_ns(sequence: int, index: int, fps: float) -> int:
 def render_sequence(*, seed: int, sequence: int, num_frames: int, width: int, height: int,
                     cameras: Sequence[str | CameraModel] = ("front",), fps: float = 10.0,
                     config: SceneConfig | None = None,
-                    hfov_deg: float = DEFAULT_HFOV_DEG) -> Iterator[dict[str, SynthFrame]]:
+                    hfov_deg: float = DEFAULT_HFOV_DEG,
+                    variety: bool = False) -> Iterator[dict[str, SynthFrame]]:
     """Render ``num_frames`` time steps of sequence ``(seed, sequence)``; one dict camera name -> frame each.
 
     Cameras given by name are built with ``hfov_deg`` and the sequence's mount height and pitch (see
     ``describe_sequence``); ``CameraModel`` instances are used as they are. ``config`` overrides the
     sampled world parameters (e.g. ``dataclasses.replace(describe_sequence(s, q), num_lanes=2)``).
+    ``variety=True`` renders ``describe_sequence(seed, sequence, variety=True)``: the opt-in harder scenes
+    (motorcycles, crosswalks, dusk/night, rain); off by default so recorded datasets stay byte-identical.
+    It is ignored when ``config`` is given (its ``variety`` field decides).
     """
     check_size(width, height)
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    cfg = config if config is not None else describe_sequence(seed, sequence)
+    cfg = config if config is not None else describe_sequence(seed, sequence, variety=variety)
     rig = _rig(cameras, width, height, hfov_deg, cfg)
     return _frames(seed, sequence, num_frames, fps, cfg, rig)
 
@@ -159,7 +170,11 @@ def render_view(
         _draw_backdrop(canvas, world.backdrop, pose, look)
     ground_ids = _draw_ground(canvas, state, look, first_ground)
     _draw_pieces(canvas, state, pose)
-    image, semantic, instance = _compose(canvas, look, pose, first_ground, ground_ids, rng)
+    streaks = None
+    if look.rain_streaks > 0:  # opt-in variety; its own stream, so the sensor noise stays as it was
+        cfg = world.cfg
+        streaks = stream(cfg.seed, cfg.sequence, STREAM_VARIETY, 2, index, zlib.crc32(model.name.encode()))
+    image, semantic, instance = _compose(canvas, look, pose, first_ground, ground_ids, rng, streaks)
     lane = semantic == LANE_MARKING
     drivable = (semantic == ROAD) | lane
     return SynthFrame(camera=model, sequence=sequence, index=index, stamp_ns=stamp_ns, image=image,
@@ -219,8 +234,10 @@ def _screen_texture(width: int, height: int) -> np.ndarray:
 
 
 def _compose(canvas: Canvas, look: Look, pose: CameraPose, first_ground: int, ground_ids: tuple[int, int],
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Primitive ids -> labels (table lookups) and colour (material x texture x shadow, then haze, sky)."""
+             rng: np.random.Generator,
+             streaks: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Primitive ids -> labels (table lookups) and colour (material x texture x shadow, then haze, sky,
+    rain streaks if ``streaks`` is given: image only, the labels are already fixed)."""
     p = canvas.prims
     m = pose.model
     train_t = np.asarray(p.train, np.uint8)
@@ -261,6 +278,8 @@ def _compose(canvas: Canvas, look: Look, pose: CameraPose, first_ground: int, gr
         sky_mask = pid[:first_ground] == SKY_PRIM
         if sky_mask.any():
             np.copyto(colour[:first_ground], sky_image(look, pose, first_ground), where=sky_mask[..., None])
+    if streaks is not None:
+        colour = rain_streaks(colour, look, streaks)
     return camera_effects(colour, look, rng), semantic, instance
 
 

@@ -216,6 +216,8 @@ def ground_polygons(road: Road, xs: CrossSection, s_ego: float) -> GroundPolys:
     layers.append(("road", strip(d0, d1, 0.0)))
     if xs.bike_lane is not None:
         layers.append(("bike_lane", strip(*xs.bike_lane, 0.0)))
+    # before the markings, which stay on top: crosswalks are road, the lane-marking masks do not change
+    layers += [("crosswalk", poly) for poly in crosswalk_polys(road, xs, s_ego)]
     for m in xs.markings:
         if not m.dashed:
             layers.append(
@@ -248,3 +250,27 @@ def _dash_polys(road: Road, m: Marking, s_ego: float, cfg: SceneConfig) -> np.nd
     right = road.point(ss, m.d - m.width / 2)[:, ::-1]
     poly2 = np.concatenate([left, right], axis=1)
     return np.concatenate([poly2, np.zeros((*poly2.shape[:-1], 1))], axis=-1)
+
+
+def crosswalk_polys(road: Road, xs: CrossSection, s_ego: float) -> list[np.ndarray]:
+    """Zebra bars (opt-in variety) near the ego: each crosswalk is a row of bars across the carriageway,
+    every bar running along the road. Drawn as ground labelled ``road``; no intersections are modelled."""
+    v = xs.cfg.variety
+    if v is None or not v.crosswalks:
+        return []
+    d0, d1 = xs.road_span
+    d0, d1 = d0 + 0.3, d1 - 0.3  # leave the gutters bare
+    pitch = v.crosswalk_bar_m + v.crosswalk_gap_m
+    n = max(1, int((d1 - d0 + v.crosswalk_gap_m) // pitch))
+    offset = d0 + 0.5 * ((d1 - d0) - (n * pitch - v.crosswalk_gap_m))  # centre the bars on the road
+    lefts = offset + pitch * np.arange(n)
+    out = []
+    for s0 in v.crosswalks:
+        if abs(s0 - s_ego) > MARKING_RANGE_M or s0 < road.s[0] or s0 + v.crosswalk_length_m > road.end_s:
+            continue
+        ss = np.array([s0, s0 + v.crosswalk_length_m])
+        for d in lefts:
+            near, far = road.point(ss, d), road.point(ss, d + v.crosswalk_bar_m)
+            quad = np.array([near[0], near[1], far[1], far[0]])
+            out.append(np.concatenate([quad, np.zeros((4, 1))], axis=1))
+    return out

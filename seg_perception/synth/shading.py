@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -69,6 +69,10 @@ class Look:
     ground: dict[str, Material]
     noise_sigma: float
     blur_sigma: float
+    # opt-in variety (defaults: the pre-variety look)
+    lamp_gain: float = 1.0  # vehicle lamps' brightness factor (night: they glow)
+    rain_streaks: float = 0.0  # streaks per 1000 pixels per frame
+    rain_angle: float = 0.0  # streak slant from vertical, radians
 
     def light(self, normal: np.ndarray | tuple[float, float, float]) -> float:
         """Lambert shading factor of a surface with this (unit) normal; 1.0 is the flat ground."""
@@ -126,12 +130,71 @@ def make_look(cfg: SceneConfig) -> Look:
     }
     curb = ground["curb_top"].rgb
     ground["curb_face"] = Material(tuple(c * 0.78 for c in curb), side_tid, 0, 0.1)  # type: ignore[arg-type]
-    return Look(sun=sun, ambient=ambient, direct=direct, gain=gain.astype(np.float32),
+    look = Look(sun=sun, ambient=ambient, direct=direct, gain=gain.astype(np.float32),
                 zenith=zenith.astype(np.float32), horizon=horizon.astype(np.float32),
                 cloud_rgb=(np.array([0.93, 0.93, 0.95]) * (1.0 - 0.35 * oc)).astype(np.float32),
                 cloud_cover=float(np.clip(rng.uniform(0.0, 0.6) + 0.4 * oc, 0.0, 1.0)),
                 visibility_m=cfg.visibility_m, ground=ground, noise_sigma=cfg.noise_sigma,
                 blur_sigma=cfg.blur_sigma_px)
+    return look if cfg.variety is None else _vary_look(look, cfg)
+
+
+NIGHT_ZENITH, NIGHT_HORIZON = np.array([0.01, 0.015, 0.04]), np.array([0.06, 0.065, 0.1])
+CITY_GLOW = np.array([0.2, 0.14, 0.09])  # sodium light scattered by the urban sky
+WET = {"road": 0.6, "bike_lane": 0.7, "marking": 0.9, "marking_yellow": 0.9, "sidewalk": 0.8,
+       "curb_top": 0.82, "curb_face": 0.8, "gravel": 0.8, "terrain": 0.85}  # wet surfaces look darker
+
+
+def _vary_look(look: Look, cfg: SceneConfig) -> Look:
+    """The opt-in variety's look: dusk/night darken the exposure (the shading is relative to the flat
+    ground, so the overall light level goes into the gain), rain darkens the wet ground, crosswalks get
+    their paint. Uses no random numbers: everything random is in ``cfg.variety``."""
+    v = cfg.variety
+    assert v is not None
+    ground = dict(look.ground)
+    if v.crosswalks:  # zebra paint, labelled road (BDD100K's lane class excludes crosswalks)
+        ground["crosswalk"] = Material(ground["marking"].rgb, train_id("road"), 0, 0.12)
+    if v.rain:
+        ground = {k: Material(tuple(c * WET.get(k, 0.6) for c in m.rgb), m.train_id, m.instance,  # type: ignore[arg-type]
+                              m.texture * 0.7) for k, m in ground.items()}
+    zenith, horizon, clouds = look.zenith, look.horizon, look.cloud_rgb
+    ambient, direct = look.ambient, look.direct
+    if v.lighting == "dusk":  # the sun at the horizon: weak direct light, orange horizon
+        direct *= 0.3
+        horizon = horizon * np.array([1.1, 0.8, 0.6], np.float32)
+        zenith = zenith * np.array([0.6, 0.6, 0.75], np.float32)
+    elif v.lighting == "night":  # no sun: flat, dim light; a black sky with a glow over cities
+        direct, ambient = 0.0, ambient * v.light_level
+        glow = CITY_GLOW if cfg.environment == "urban" else np.zeros(3)
+        zenith = (NIGHT_ZENITH + 0.3 * glow).astype(np.float32)
+        horizon = (NIGHT_HORIZON + glow).astype(np.float32)
+        clouds = (0.12 * look.cloud_rgb + 0.5 * glow).astype(np.float32)
+    return replace(look, ground=ground, zenith=zenith, horizon=horizon, cloud_rgb=clouds, ambient=ambient,
+                   direct=direct, gain=(look.gain * v.light_level).astype(np.float32), lamp_gain=v.lamp_gain,
+                   rain_streaks=v.rain_streaks, rain_angle=math.radians(v.rain_angle_deg))
+
+
+def rain_streaks(colour: np.ndarray, look: Look, rng: np.random.Generator) -> np.ndarray:
+    """Thin, slanted, light streaks of falling rain over an (H, W, 3) float image; image only, no labels.
+    Near drops are long and faint, far ones short: two layers."""
+    h, w = colour.shape[:2]
+    n = int(rng.poisson(look.rain_streaks * h * w / 1000.0))
+    if n == 0:
+        return colour
+    mask = np.zeros((h, w), np.float32)
+    scale = h / 512.0
+    layers = ((0.7, (6, 18), 1, 0.25), (0.3, (20, 45), max(1, round(2 * scale)), 0.18))
+    for share, (lo, hi), thick, alpha in layers:
+        m = max(1, int(n * share))
+        start = rng.uniform((-0.1 * w, -0.1 * h), (1.1 * w, h), size=(m, 2))
+        length = rng.uniform(lo, hi, size=m) * max(scale, 0.3)
+        angle = look.rain_angle + rng.normal(0.0, 0.05, size=m)
+        end = start + np.stack([np.sin(angle), np.cos(angle)], axis=1) * length[:, None]
+        segs = np.round(np.stack([start, end], axis=1) * 16).astype(np.int32)
+        layer = np.zeros((h, w), np.float32)
+        cv2.polylines(layer, list(segs), False, alpha, thick, cv2.LINE_8, 4)
+        np.maximum(mask, layer, out=mask)
+    return colour + (np.float32(0.8) - colour) * mask[..., None]  # light grey, like drops catching the sky
 
 
 def _warp_plane(tile: np.ndarray, pose: CameraPose, plane_z: float, texel: float, rows: tuple[int, int],

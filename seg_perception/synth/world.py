@@ -15,6 +15,7 @@ from seg_perception.synth.agents import (
     Agents,
     Cyclist,
     EgoTrack,
+    Motorcycle,
     Pedestrian,
     Vehicle,
     generate_agents,
@@ -119,6 +120,8 @@ class World:
                 new = mesher.vehicle(agent, t)
             elif isinstance(agent, Pedestrian):
                 new = [mesher.pedestrian(agent, t)]
+            elif isinstance(agent, Motorcycle):
+                new = [mesher.motorcycle(agent, t)]
             else:
                 new = [mesher.cyclist(agent, t)]
             pieces = pieces + new
@@ -129,9 +132,9 @@ class World:
 
     def _agents_in_view(
         self, t: float, s_ego: float, poses: list[CameraPose]
-    ) -> list[Vehicle | Pedestrian | Cyclist]:
+    ) -> list[Vehicle | Pedestrian | Cyclist | Motorcycle]:
         """Agents whose bounding sphere any camera may see; only these get meshes."""
-        agents: list[Vehicle | Pedestrian | Cyclist] = []
+        agents: list[Vehicle | Pedestrian | Cyclist | Motorcycle] = []
         sd: list[tuple[float, float]] = []
         radius: list[float] = []
         for v in self.agents.vehicles:
@@ -151,6 +154,12 @@ class World:
             if abs(s - s_ego) < PEOPLE_RANGE_M:
                 agents.append(c)
                 sd.append((s, c.d))
+                radius.append(7.0)
+        for m in self.agents.motorcycles:  # opt-in variety only
+            s = m.s(t)
+            if abs(s - s_ego) < VIEW_RANGE_M:
+                agents.append(m)
+                sd.append((s, m.d))
                 radius.append(7.0)
         if not agents:
             return []
