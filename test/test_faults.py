@@ -53,6 +53,8 @@ def _params(tmp_path: Path, name: str = "params.yaml", **changes: Any) -> Path:
     params.update(cameras=list(CAMERAS), model_path=str(DEMO), backend="onnxruntime", diagnostics_period_s=0.5,
                   latency_budget_ms=5000.0, max_frame_age_s=2.0)
     params.update(changes)
+    if "geometry" not in changes:  # the shipped mounts are for its two cameras: one per camera here
+        params["geometry"]["mounts"] = params["geometry"]["mounts"][:6] * len(params["cameras"])
     path = tmp_path / name
     path.write_text(yaml.safe_dump(document))
     return path

@@ -142,3 +142,67 @@ def test_pipeline_obstacles_in_metres_against_the_synthetic_ground_truth() -> No
     pipeline.set_geometry("front", None)
     (result,) = pipeline.process([CameraFrame("front", frame.image, frame.stamp_ns + 10**8, "front")])
     assert result.obstacles and all(o.ground_xy_m is None and o.range_m is None for o in result.obstacles)
+
+
+def _road_mask(name: str, road: tuple[float, float, float, float]) -> np.ndarray:
+    """Drivable where the renderer's own plane homography puts a pixel inside the road rectangle
+    (x0, x1, y0, y1) of base_link: a mask made without our projector."""
+    model = camera_model(name, width=512, height=256, mount_height_m=1.45, pitch_deg=2.5)
+    pose = place_camera(model, 0.0, 0.0, 0.0)
+    ys, xs = np.mgrid[0:256, 0:512]
+    homogeneous = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)]).astype(np.float64)
+    ground = pose.plane_homography(0.0) @ homogeneous
+    rays = pose.rotation.T @ (np.linalg.inv(model.intrinsic_matrix()) @ homogeneous)
+    ahead = rays[2] < 0  # the ray goes down: it meets the ground in front of the camera
+    x, y = ground[0] / ground[2], ground[1] / ground[2]
+    x0, x1, y0, y1 = road
+    inside = ahead & (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+    return inside.reshape(256, 512).astype(np.uint8) * 255
+
+
+def test_drivable_grid_from_two_cameras_free_occupied_and_unknown() -> None:
+    from seg_perception.geometry.grid import FREE, OCCUPIED, UNKNOWN, CameraGridLookup, GridSpec, fuse
+
+    spec = GridSpec(resolution_m=0.5, x_min=-30.0, x_max=30.0, y_min=-10.0, y_max=10.0)
+    road = (-40.0, 40.0, -3.5, 3.5)  # a straight road through the ego, 7 m wide
+    observations = []
+    for name in ("front", "rear"):
+        _, projector = _rig_geometry(name, width=512, height=256)
+        lookup = CameraGridLookup(projector, spec)
+        mask = _road_mask(name, road)
+        observations.append(lookup.observe(mask))
+    grid = fuse(spec, observations, obstacles=[(12.0, 1.0)])
+    assert grid.shape == (spec.height, spec.width) and grid.dtype == np.int8
+
+    def cell(x: float, y: float) -> int:
+        return int(grid[int((y - spec.y_min) / 0.5), int((x - spec.x_min) / 0.5)])
+
+    assert cell(20.0, 0.0) == FREE and cell(-20.0, 0.0) == FREE and cell(8.0, -2.9) == FREE  # road, both ways
+    assert cell(20.0, 6.0) == OCCUPIED and cell(-15.0, -7.0) == OCCUPIED  # seen beside the road
+    assert cell(12.0, 1.0) == OCCUPIED and cell(12.5, 1.5) == OCCUPIED  # the obstacle's footprint
+    assert cell(1.0, 9.5) == UNKNOWN  # beside the ego, outside both cameras' 70 degrees
+    free = grid == FREE
+    xs = spec.x_min + (np.arange(spec.width) + 0.5) * 0.5
+    ys = spec.y_min + (np.arange(spec.height) + 0.5) * 0.5
+    truth = (np.abs(ys)[:, None] < 3.5) & np.ones_like(xs, bool)[None, :]
+    seen = grid != UNKNOWN
+    iou = np.count_nonzero(free & truth & seen) / np.count_nonzero((free | truth) & seen)
+    assert iou > 0.9  # the cells a camera sees: half-covered edge cells may go either way
+
+
+def test_obstacle_pixels_are_not_projected_onto_the_road_behind_them() -> None:
+    from seg_perception.geometry.grid import UNKNOWN, CameraGridLookup, GridSpec, fuse
+
+    spec = GridSpec(resolution_m=0.5, x_min=0.0, x_max=40.0, y_min=-5.0, y_max=5.0, footprint_m=0.0)
+    _, projector = _rig_geometry("front", width=512, height=256)
+    lookup = CameraGridLookup(projector, spec)
+    drivable = np.full((256, 512), 255, np.uint8)
+    blocked = np.zeros((256, 512), np.uint8)
+    blocked[:, 200:312] = 255  # a wall of obstacle pixels straight ahead
+    grid = fuse(spec, [lookup.observe(drivable, not_ground=blocked)])
+    ahead = grid[int(5 / 0.5), int(20 / 0.5)]
+    assert ahead == UNKNOWN  # hidden, not free
+    with pytest.raises(GeometryError, match="grid lookup made for 512x256"):
+        lookup.observe(np.zeros((100, 100), np.uint8))
+    with pytest.raises(GeometryError, match="empty"):
+        GridSpec(x_min=1.0, x_max=1.0)

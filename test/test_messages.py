@@ -9,6 +9,7 @@ from seg_perception.bags.typestore import message_definitions, project_typestore
 
 
 def _obstacle_list():
+    from geometry_msgs.msg import Point, Vector3
     from seg_perception_msgs.msg import Obstacle, ObstacleList
     from sensor_msgs.msg import RegionOfInterest
 
@@ -18,7 +19,9 @@ def _obstacle_list():
     msg.obstacles = [
         Obstacle(instance_id=1, track_id=42, class_id=13, class_name="car", score=0.93,
                  bbox=RegionOfInterest(x_offset=100, y_offset=200, width=80, height=40),
-                 area_px=2500, centroid_x_px=140.5, centroid_y_px=221.25),
+                 area_px=2500, centroid_x_px=140.5, centroid_y_px=221.25, has_position=True,
+                 position=Point(x=12.5, y=-1.25), range_m=12.56, bearing_rad=-0.0997, has_velocity=True,
+                 velocity=Vector3(x=-3.0, y=0.5), velocity_samples=4),
         Obstacle(instance_id=2, track_id=0, class_id=11, class_name="person", score=0.51,
                  bbox=RegionOfInterest(x_offset=600, y_offset=180, width=12, height=40),
                  area_px=300, centroid_x_px=606.0, centroid_y_px=200.0),
@@ -31,12 +34,15 @@ def test_generated_python_types_have_the_documented_fields() -> None:
 
     assert ObstacleList.get_fields_and_field_types() == {
         "header": "std_msgs/Header", "image_width": "uint32", "image_height": "uint32",
-        "obstacles": "sequence<seg_perception_msgs/Obstacle>",
+        "obstacles": "sequence<seg_perception_msgs/Obstacle>", "ground_frame_id": "string",
     }
-    assert set(Obstacle.get_fields_and_field_types()) == {
+    obstacle = Obstacle.get_fields_and_field_types()
+    assert set(obstacle) == {
         "instance_id", "track_id", "class_id", "class_name", "score", "bbox", "area_px",
-        "centroid_x_px", "centroid_y_px",
+        "centroid_x_px", "centroid_y_px",  # the pixel fields, unchanged since the first version
+        "has_position", "position", "range_m", "bearing_rad", "has_velocity", "velocity", "velocity_samples",
     }
+    assert obstacle["position"] == "geometry_msgs/Point" and obstacle["velocity"] == "geometry_msgs/Vector3"
     fields = LatencyReport.get_fields_and_field_types()
     for stage in ("receive", "queue", "preprocess", "inference", "postprocess", "smoothing", "publish",
                   "end_to_end"):
@@ -57,6 +63,9 @@ def test_rclpy_bytes_deserialise_with_rosbags_typestore() -> None:
     first = decoded.obstacles[0]
     assert (first.class_name, first.bbox.x_offset, first.bbox.width, first.area_px) == ("car", 100, 80, 2500)
     assert np.isclose(first.score, 0.93) and first.centroid_y_px == 221.25
+    assert first.has_position and (first.position.x, first.position.y) == (12.5, -1.25)
+    assert first.has_velocity and first.velocity.x == -3.0 and first.velocity_samples == 4
+    assert not decoded.obstacles[1].has_position
 
 
 def test_rosbags_bytes_deserialise_with_rclpy() -> None:

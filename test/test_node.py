@@ -40,6 +40,8 @@ def _params(tmp_path: Path, **changes: object) -> Path:
     params.update(cameras=list(CAMERAS), model_path=str(REPO / "models" / "demo"), backend="onnxruntime",
                   diagnostics_period_s=0.5, latency_budget_ms=3000.0, max_frame_age_s=2.0)
     params.update(changes)
+    if "geometry" not in changes:  # the shipped mounts are for its two cameras: one per camera here
+        params["geometry"]["mounts"] = params["geometry"]["mounts"][:6] * len(params["cameras"])
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(shipped))
     return path
@@ -48,7 +50,8 @@ def _params(tmp_path: Path, **changes: object) -> Path:
 def _start_node(processes, tmp_path: Path, params: Path) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "node.log"
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    remaps = [arg for camera in CAMERAS for arg in ("--remap", f"~/{camera}/in/image:=/test/{camera}/image_raw")]
+    remaps = [arg for camera in CAMERAS for topic, name in (("image", "image_raw"), ("camera_info", "camera_info"))
+              for arg in ("--remap", f"~/{camera}/in/{topic}:=/test/{camera}/{name}")]
     proc = processes.start([sys.executable, "-u", "-m", "seg_perception.cli", "node", "--params", str(params),
                             *remaps], stdout=log.open("w"), env=env)
     return proc, log
@@ -77,6 +80,10 @@ class Listener:
                 self.node.create_subscription(msg_type, f"{NODE}/{camera}/out/{output}",
                                               lambda msg, o=output, c=camera: self._store(o, c, msg), qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 50)
+        from nav_msgs.msg import OccupancyGrid
+
+        self.grids: list[object] = []
+        self.node.create_subscription(OccupancyGrid, f"{NODE}/out/drivable_grid", self._grid, qos)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -86,6 +93,10 @@ class Listener:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self.lock:
             self.messages[(output, camera, stamp)] = msg
+
+    def _grid(self, msg) -> None:
+        with self.lock:
+            self.grids.append(msg)
 
     def _diag(self, msg) -> None:
         with self.lock:
@@ -127,10 +138,25 @@ def _values(status) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
 
 
+def _synth_mounts() -> list[float]:
+    """The synthetic rig's exact poses in base_link (the renderer's camera height and pitch, rig yaws)."""
+    import math
+
+    from seg_perception.synth import describe_sequence
+    from seg_perception.synth.camera import RIG_YAWS_DEG
+
+    scene = describe_sequence(SEED, 0)
+    return [v for camera in CAMERAS for v in (0.0, 0.0, scene.camera_height_m, 0.0,
+                                              math.radians(scene.camera_pitch_deg),
+                                              math.radians(RIG_YAWS_DEG[camera]))]
+
+
 def test_node_answers_a_two_camera_drive(processes, ros_context, tmp_path: Path) -> None:
     listener = Listener(ros_context)
     try:
-        node, log = _start_node(processes, tmp_path, _params(tmp_path))
+        shipped = yaml.safe_load((REPO / "config" / "perception.param.yaml").read_text())
+        geometry = {**shipped["/**"]["ros__parameters"]["geometry"], "mounts": _synth_mounts()}
+        node, log = _start_node(processes, tmp_path, _params(tmp_path, geometry=geometry))
         listener.wait_for(lambda: listener.statuses(": model") or node.poll() is not None, 240, "the node to start")
         assert node.poll() is None, log.read_text()[-3000:]
 
@@ -142,7 +168,7 @@ def test_node_answers_a_two_camera_drive(processes, ros_context, tmp_path: Path)
         publisher = processes.python(str(SCRIPTS / "synth_publisher.py"), "--prefix", "/test", "--cameras",
                                      ",".join(CAMERAS), "--size", f"{SIZE[0]}x{SIZE[1]}", "--seed", str(SEED),
                                      "--frames", "8", "--rate", "2", "--burst-frames", "36", "--burst-rate", "30",
-                                     "--bad-frames", "1")
+                                     "--bad-frames", "1", "--camera-info", "front")
         lines: list[str] = []
         reader = _read_lines(publisher, lines)
         listener.wait_for(lambda: "publisher done" in lines or publisher.poll() is not None, 120, "the publisher")
@@ -181,6 +207,41 @@ def test_node_answers_a_two_camera_drive(processes, ros_context, tmp_path: Path)
                                                f"{sorted(set(k[:2] for k in listener.messages))} "
                                                f"{log.read_text()[-2000:]} {listener.statuses('camera')[-1:]}")
         assert np.mean(ious["drivable"]) >= 0.85 and np.mean(ious["lane"]) >= 0.4, dict(ious)
+
+        # Metres where the camera's camera_info came (front), pixels only where none did (rear), said in
+        # diagnostics; the obstacle messages' existing fields are unchanged either way.
+        lists = {camera: [listener.messages[("obstacle_list", c, s)] for c, s, _ in steady
+                          if c == camera and ("obstacle_list", c, s) in listener.messages] for camera in CAMERAS}
+        located = [o for msg in lists["front"] for o in msg.obstacles if o.has_position]
+        assert located and all(msg.ground_frame_id == "base_link" for msg in lists["front"] if
+                               any(o.has_position for o in msg.obstacles))
+        for o in located:
+            assert 0.5 < o.range_m <= 120.0 and abs(o.bearing_rad) < 0.7  # inside the front camera's 70 deg
+            assert o.position.x > 0 and abs(np.hypot(o.position.x, o.position.y) - o.range_m) < 1e-3
+        # velocities need a track over consecutive frames: the 30 Hz burst has them (2 Hz may lose a track)
+        front_lists = [m for (output, camera, _), m in list(listener.messages.items())
+                       if output == "obstacle_list" and camera == "front"]
+        assert any(o.has_velocity and o.velocity_samples >= 2 for m in front_lists for o in m.obstacles)
+        assert not any(o.has_position for msg in lists["rear"] for o in msg.obstacles)
+        assert all(msg.ground_frame_id == "" for msg in lists["rear"])
+        # The drivable grid in base_link: the road ahead of the front camera free, the unseen sides unknown.
+        assert listener.grids, "no drivable grid"
+        grid = listener.grids[-1]
+        assert grid.header.frame_id == "base_link" and grid.info.resolution == pytest.approx(0.2)
+        cells = np.array(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+        assert (grid.info.width, grid.info.height) == (400, 200)  # 80 x 40 m at 0.2 m
+
+        origin = grid.info.origin.position
+
+        def cell(x: float, y: float) -> int:
+            return int(cells[int((y - origin.y) / 0.2), int((x - origin.x) / 0.2)])
+
+        assert cell(8.0, 0.0) == 0 and cell(15.0, 0.0) in (0, 100)  # the ego's lane ahead (a car may stand there)
+        assert cell(-10.0, 0.0) == -1 and cell(1.0, 15.0) == -1  # behind (rear has no camera_info) and beside
+        front, rear = (listener.statuses(f": camera {c}")[-1] for c in CAMERAS)
+        assert _values(front)["geometry"] == "metres"
+        assert _values(rear)["geometry"] == "no camera_info received yet"
+        assert "pixel outputs only: no camera_info received yet" in rear.message and rear.level >= b"\x01"
 
         # Overload and bad frames: every frame is processed or dropped with a reason, and diagnostics say so.
         per_camera = {}

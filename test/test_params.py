@@ -44,7 +44,8 @@ LAUNCH_FILES = ("perception.launch.py", "replay.launch.py")
 # The contract of the node's graph: these parameters are fixed at start-up.
 READ_ONLY = {
     "cameras", "model_path", "backend", "precision", "device", "input_width", "input_height", "input_transport",
-    "sync_camera_info", "intra_op_threads", "engine_cache_dir", "roles_config",
+    "sync_camera_info", "intra_op_threads", "engine_cache_dir", "roles_config", "geometry.enabled", "geometry.mounts",
+    "geometry.grid_resolution_m", "geometry.grid_extent_m",
     "qos.input_reliability", "qos.input_depth", "qos.output_reliability", "qos.output_depth",
 }
 # What replay.launch.py may use of the `seg-perception` CLI: subcommand -> its flags.
@@ -110,7 +111,7 @@ def test_every_object_level_is_closed_and_requires_all_its_keys() -> None:
 
 def test_every_parameter_is_described_and_typed() -> None:
     specs = parameter_specs()
-    assert len(specs) == 36
+    assert len(specs) == 42
     for name, spec in specs.items():
         assert spec.get("description", "").strip(), name
         assert spec["type"] in {"string", "number", "integer", "boolean", "array"}, name
@@ -405,7 +406,9 @@ def test_descriptors_read_only_and_typed(ros_context: object) -> None:
         for name, spec in parameter_specs().items():
             descriptor = node.describe_parameter(name)
             assert descriptor.read_only == (name in READ_ONLY), name
-            assert descriptor.type == expected_type[spec["type"]], name
+            numbers = spec["type"] == "array" and spec["items"]["type"] == "number"
+            assert descriptor.type == (ParameterType.PARAMETER_DOUBLE_ARRAY if numbers
+                                       else expected_type[spec["type"]]), name
             assert descriptor.description == spec["description"], name
         assert "0.95" in node.describe_parameter("smoothing.strength").additional_constraints
     finally:
@@ -593,3 +596,30 @@ def test_launch_files_build_with_real_launch() -> None:
         description = runpy.run_path(str(LAUNCH / name))["generate_launch_description"]()
         assert description.entities, name
 
+
+
+def test_geometry_mounts_must_match_the_cameras_and_stand_above_ground() -> None:
+    nested = shipped_nested()
+    settings = NodeSettings.from_nested(nested)
+    assert settings.mount_of("rear") == (-1.0, 0.0, 1.45, 0.0, 0.035, 3.14159265)
+    assert all(isinstance(v, float) for v in settings.geometry.mounts)
+    nested["geometry"]["mounts"] = nested["geometry"]["mounts"][:6]
+    with pytest.raises(ParamsError, match=r"geometry\.mounts: needs 6 numbers per camera \(12 for 2 cameras\), got 6"):
+        NodeSettings.from_nested(nested, "test.yaml")
+    nested = shipped_nested()
+    nested["geometry"]["mounts"][8] = 0.0  # the rear camera's z
+    with pytest.raises(ParamsError, match=r"test\.yaml.*z \(the third number\) must be above the ground .* for rear"):
+        NodeSettings.from_nested(nested, "test.yaml")
+    nested = shipped_nested()
+    nested["geometry"]["grid_extent_m"] = [10.0, -10.0, -5.0, 5.0]
+    with pytest.raises(ParamsError, match=r"grid_extent_m: x_max > x_min"):
+        NodeSettings.from_nested(nested, "test.yaml")
+    nested = shipped_nested()
+    nested["geometry"]["grid_resolution_m"] = 0.02
+    nested["geometry"]["grid_extent_m"] = [-100.0, 100.0, -100.0, 100.0]
+    with pytest.raises(ParamsError, match=r"grid_resolution_m: 100000000 cells"):
+        NodeSettings.from_nested(nested, "test.yaml")
+    nested = shipped_nested()
+    nested["geometry"]["max_range_m"] = float("nan")
+    with pytest.raises(ParamsError, match=r"geometry\.max_range_m"):
+        NodeSettings.from_nested(nested, "test.yaml")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from seg_perception.geometry import GroundProjector, Intrinsics, Mount
+from seg_perception.geometry.grid import CameraGridLookup, GridFuser, GridSpec
 from seg_perception.geometry.motion import VelocityFilter
 from seg_perception.inference.backends import Backend
 from seg_perception.inference.preprocess import resize_batch
@@ -152,6 +153,8 @@ class PerceptionPipeline:
         self.geometry: dict[str, CameraGeometry] = {}  # cameras whose obstacles get metres
         self._projectors: dict[tuple[str, int, int], tuple[CameraGeometry, GroundProjector]] = {}
         self.motion = VelocityFilter()
+        self._grid_lookups: dict[tuple[str, int, int], tuple[CameraGeometry, CameraGridLookup]] = {}
+        self.grid_fuser: GridFuser | None = None  # set_grid turns the drivable-area grid on
 
     def set_geometry(self, camera: str, geometry: CameraGeometry | None) -> None:
         """Give a camera's obstacles positions in metres (None: pixels only again). Safe to call while
@@ -160,6 +163,33 @@ class PerceptionPipeline:
             self.geometry.pop(camera, None)
         else:
             self.geometry[camera] = geometry
+
+    def set_grid(self, spec: GridSpec | None, *, max_age_s: float = 0.5) -> None:
+        """Fuse the cameras' drivable masks into a grid on the ground (None: off)."""
+        self.grid_fuser = None if spec is None else GridFuser(spec, max_age_s=max_age_s)
+        self._grid_lookups.clear()
+
+    def update_grid(self, results: Sequence[FrameResult]) -> tuple[np.ndarray, int] | None:
+        """Fold a batch's drivable and obstacle masks into the grid; (grid, newest stamp) or None when there is
+        no grid: off, no camera with geometry yet, or a model without a drivable role."""
+        if self.grid_fuser is None:
+            return None
+        for result in results:
+            camera = result.frame.camera
+            drivable = result.masks.get("drivable")
+            geometry = self.geometry.get(camera)
+            if drivable is None or geometry is None:
+                self.grid_fuser.forget(camera)
+                continue
+            height, width = drivable.shape
+            cached = self._grid_lookups.get((camera, width, height))
+            if cached is None or cached[0] is not geometry:  # built once per camera geometry and mask size
+                cached = (geometry, CameraGridLookup(geometry.projector_for(width, height), self.grid_fuser.spec))
+                self._grid_lookups[(camera, width, height)] = cached
+            votes = cached[1].observe(drivable, result.masks.get("obstacles"))
+            contacts = [o.ground_xy_m for o in result.obstacles if o.ground_xy_m is not None]
+            self.grid_fuser.update(camera, result.frame.stamp_ns, votes, contacts)
+        return self.grid_fuser.grid()
 
     def _projector(self, camera: str, width: int, height: int) -> GroundProjector | None:
         geometry = self.geometry.get(camera)

@@ -204,6 +204,9 @@ def _card(model_path: Path) -> ModelCard:
     return load_card(model_path)
 
 
+_PLACEHOLDER_MOUNT = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)  # written with geometry off, where no mount is known
+
+
 def write_node_params(params: Path | None, plan: _BagPlan, config: ReplayConfig, model_path: Path,
                       out: Path) -> dict[str, Any]:
     """Write to ``out`` the user's node parameters (default: shipped) with this bag's cameras and the model
@@ -222,6 +225,14 @@ def write_node_params(params: Path | None, plan: _BagPlan, config: ReplayConfig,
         nested["engine_cache_dir"] = str(request.engine_cache_dir)
     if config.roles_config is not None:
         nested["roles_config"] = str(config.roles_config)
+    geometry = nested["geometry"]
+    if len(geometry["mounts"]) != 6 * len(plan.cameras):
+        # The parameters describe another rig: no mount is known for these cameras, so no metres (the node's
+        # diagnostics say "disabled"); the pixel outputs and their scores are unaffected.
+        print(f"seg-perception eval --live: positions in metres are off for {plan.path}: the parameters' "
+              f"geometry.mounts describe {len(geometry['mounts']) // 6} camera(s), the bag has "
+              f"{len(plan.cameras)} ({', '.join(plan.cameras)})", flush=True)
+        nested["geometry"] = {**geometry, "enabled": False, "mounts": list(_PLACEHOLDER_MOUNT) * len(plan.cameras)}
     if nested.get("sync_camera_info"):
         missing = [camera for camera in plan.cameras if camera not in plan.info_topics]
         if missing:

@@ -40,7 +40,9 @@ class HealthMonitor:
         self._previous: dict[str, CameraSnapshot] = {}
 
     def statuses(self, snapshots: Sequence[CameraSnapshot], *, backend: str, seconds_since_start: float,
-                 backend_failure: str = "") -> list[Status]:
+                 backend_failure: str = "", geometry: Mapping[str, str] | None = None) -> list[Status]:
+        """``geometry``: camera -> "metres" or why its obstacles have pixels only (empty when disabled)."""
+        geometry = geometry or {}
         out = []
         for snap in snapshots:
             before = self._previous.get(snap.camera)
@@ -61,6 +63,9 @@ class HealthMonitor:
                 problems_warn.append(f"{new_ahead} frame(s) stamped ahead of the node's clock (up to "
                                      f"{snap.max_stamp_ahead_ms / 1000:.3f} s; their latencies are clamped to 0): "
                                      "check the camera's clock or use_sim_time")
+            state = geometry.get(snap.camera)
+            if state is not None and state != "metres":
+                problems_warn.append(f"pixel outputs only: {state}")
             other_drops = {r: n for r, n in new_drops.items() if r != "backend_error"}
             if other_drops:
                 problems_warn.append("dropped " + ", ".join(f"{n} {r}" for r, n in sorted(other_drops.items())))
@@ -80,6 +85,7 @@ class HealthMonitor:
                 ("max_stamp_ahead_ms", _fmt(snap.max_stamp_ahead_ms)),
                 *((f"stage_p50_ms.{stage}", _fmt(ms)) for stage, ms in sorted(snap.stage_p50_ms.items())),
                 ("last_error", snap.last_error or "none"),
+                ("geometry", state if state is not None else "disabled"),
             ]
             out.append(Status(name=f"{self.node_name}: camera {snap.camera}", level=level, message=message,
                               values=tuple(values)))

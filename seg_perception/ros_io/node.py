@@ -14,11 +14,13 @@ under ``use_sim_time``; processing durations are read on the steady clock, which
 
 from __future__ import annotations
 
+import array
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -30,11 +32,19 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
+from seg_perception.geometry import GeometryError, Intrinsics, Mount
+from seg_perception.geometry.grid import GridSpec
 from seg_perception.inference.backends import BackendError
 from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCardError
 from seg_perception.models.weights import WeightsError
-from seg_perception.pipeline.pipeline import CameraFrame, FrameResult, PerceptionPipeline, PipelineSettings
+from seg_perception.pipeline.pipeline import (
+    CameraFrame,
+    CameraGeometry,
+    FrameResult,
+    PerceptionPipeline,
+    PipelineSettings,
+)
 from seg_perception.pipeline.scheduler import LatestFrameSlots
 from seg_perception.pipeline.stats import PipelineStats
 from seg_perception.postprocess.roles import RoleConfigError, role_mapping_for
@@ -47,6 +57,7 @@ from seg_perception.ros_io.image_codec import (
     image_to_rgb,
 )
 from seg_perception.ros_io.outputs import (
+    GROUND_FRAME_ID,
     OUTPUT_NAMES,
     LatencyTimes,
     MessageTypes,
@@ -115,6 +126,14 @@ class PerceptionNode(Node):
         }
         self.camera_inputs = [self._subscribe(camera, _qos(qos.input_reliability, qos.input_depth))
                                for camera in cameras]
+        self.grid_publisher = None
+        if self.settings.geometry.enabled:  # publish.drivable_grid may switch the grid on and off while running
+            from nav_msgs.msg import OccupancyGrid
+
+            g = self.settings.geometry
+            self.grid_spec = GridSpec(g.grid_resolution_m, *g.grid_extent_m)
+            self.pipeline.set_grid(self.grid_spec, max_age_s=self.settings.max_frame_age_s)
+            self.grid_publisher = self.create_publisher(OccupancyGrid, "~/out/drivable_grid", output_qos)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -141,6 +160,10 @@ class PerceptionNode(Node):
         self.roles = role_mapping_for(self.card.class_names, self.card.thing_ids,
                                       Path(s.roles_config) if s.roles_config else None)
         self.pipeline = PerceptionPipeline(self.backend, self.card, self.roles, pipeline_settings(s))
+        # camera -> what its obstacles get: "metres", or why pixels only (published in diagnostics)
+        self.geometry_state = {camera: "no camera_info received yet" if s.geometry.enabled
+                               else "pixels only (geometry.enabled is false)" for camera in s.cameras}
+        self._camera_info_seen: dict[str, tuple] = {}
 
     def _create_diagnostics_timer(self, period_s: float):
         return self.create_timer(period_s, self._publish_diagnostics, clock=self._steady_clock)
@@ -156,7 +179,13 @@ class PerceptionNode(Node):
             from sensor_msgs.msg import Image as message_type
         topic = f"~/{camera}/in/image" + ("/compressed" if compressed else "")
         if not self.settings.sync_camera_info:
-            return [self.create_subscription(message_type, topic, partial(self._on_image, camera), qos)]
+            subscriptions = [self.create_subscription(message_type, topic, partial(self._on_image, camera), qos)]
+            if self.settings.geometry.enabled:  # the intrinsics, not paired with images
+                from sensor_msgs.msg import CameraInfo
+
+                subscriptions.append(self.create_subscription(CameraInfo, f"~/{camera}/in/camera_info",
+                                                              partial(self._on_camera_info, camera), qos))
+            return subscriptions
         return self._subscribe_synchronised(camera, message_type, topic, qos)
 
     def _subscribe_synchronised(self, camera: str, message_type: type, topic: str, qos: QoSProfile):
@@ -172,7 +201,8 @@ class PerceptionNode(Node):
             image_sub = message_filters.Subscriber(self, message_type, topic, qos_profile=qos)
             info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=qos)
             synchroniser = message_filters.TimeSynchronizer([image_sub, info_sub], 10)
-            synchroniser.registerCallback(lambda image, info: self._on_image(camera, image))
+            synchroniser.registerCallback(lambda image, info: (self._on_camera_info(camera, info),
+                                                                self._on_image(camera, image)))
             return [image_sub, info_sub, synchroniser]
 
         def discarded(index: int, message) -> None:
@@ -188,13 +218,34 @@ class PerceptionNode(Node):
         return [
             self.create_subscription(message_type, topic, received, qos),
             self.create_subscription(CameraInfo, info_topic,
-                                     lambda info: synchroniser.add(1, info, stamp_ns(info.header.stamp)), qos),
+                                     lambda info: (self._on_camera_info(camera, info),
+                                                   synchroniser.add(1, info, stamp_ns(info.header.stamp))), qos),
         ]
 
     # ------------------------------------------------------------------------------------------ callbacks
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+    def _on_camera_info(self, camera: str, info) -> None:
+        """New intrinsics give the camera's obstacles metres; refused ones take them away, with the reason."""
+        if not self.settings.geometry.enabled:
+            return
+        seen = (info.width, info.height, tuple(info.k), tuple(info.d), info.distortion_model)
+        if self._camera_info_seen.get(camera) == seen:
+            return  # the same camera_info every frame: nothing to redo
+        self._camera_info_seen[camera] = seen
+        try:
+            intrinsics = Intrinsics.from_camera_info(info)
+            mount = Mount(*self.settings.mount_of(camera))
+        except GeometryError as error:
+            self.pipeline.set_geometry(camera, None)
+            self.geometry_state[camera] = f"camera_info refused: {error}"
+            self.get_logger().warning(f"camera {camera}: pixel outputs only, camera_info refused: {error}")
+            return
+        # Replacing the dict entry is atomic: the worker's next frame of this camera uses it.
+        self.pipeline.set_geometry(camera, CameraGeometry(intrinsics, mount, self.settings.geometry.max_range_m))
+        self.geometry_state[camera] = "metres"
 
     def _on_image(self, camera: str, msg, counted: bool = False) -> None:
         receive_ns, receive_steady_ns = self._now_ns(), time.monotonic_ns()
@@ -235,6 +286,9 @@ class PerceptionNode(Node):
             self.slots.set_max_age(updated.max_frame_age_s)
             self.health.latency_budget_ms = updated.latency_budget_ms
             self.health.no_input_timeout_s = updated.no_input_timeout_s
+            for camera, geometry in list(self.pipeline.geometry.items()):
+                if geometry.max_range_m != updated.geometry.max_range_m:
+                    self.pipeline.set_geometry(camera, replace(geometry, max_range_m=updated.geometry.max_range_m))
         if period_changed:
             self._diagnostics_timer.cancel()
             self.destroy_timer(self._diagnostics_timer)
@@ -264,6 +318,24 @@ class PerceptionNode(Node):
                 if self._stop.is_set():
                     return  # shutting down: the publishers may be going away
                 self._publish(result, picked_steady_ns)
+            if self.grid_publisher is not None and self.settings.publish.drivable_grid:
+                self._publish_grid(results)
+
+    def _publish_grid(self, results: Sequence[FrameResult]) -> None:
+        """The cameras' latest drivable masks fused on the ground, stamped with the newest frame in it."""
+        fused = self.pipeline.update_grid(results)
+        if fused is None:
+            return  # no camera has geometry yet (diagnostics say why)
+        grid, stamp = fused
+        message = self.grid_publisher.msg_type()
+        message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        message.header.frame_id = GROUND_FRAME_ID
+        message.info.map_load_time = message.header.stamp
+        message.info.resolution = float(self.grid_spec.resolution_m)
+        message.info.width, message.info.height = self.grid_spec.width, self.grid_spec.height
+        message.info.origin.position.x, message.info.origin.position.y = self.grid_spec.x_min, self.grid_spec.y_min
+        message.data = array.array("b", grid.tobytes())  # row-major from (x_min, y_min), as OccupancyGrid wants
+        self.grid_publisher.publish(message)
 
     def _publish(self, result: FrameResult, picked_steady_ns: int) -> None:
         camera, header = result.frame.camera, result.frame.header
@@ -300,7 +372,8 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         statuses = self.health.statuses(self.stats.snapshot(), backend=self.backend.name,
                                         seconds_since_start=self.stats.seconds_since_start(),
-                                        backend_failure=self._backend_failure)
+                                        backend_failure=self._backend_failure,
+                                        geometry=dict(self.geometry_state) if self.settings.geometry.enabled else {})
         # The model status rides along every time: an aggregator that started late still sees it.
         statuses.append(self._model_status)
         self.diagnostics.publish(to_diagnostic_array(statuses, self.get_clock().now().to_msg()))

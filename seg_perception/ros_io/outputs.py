@@ -34,15 +34,18 @@ class MessageTypes:
     obstacle: type
     obstacle_list: type
     latency: type
+    point: type
+    vector: type
 
     @classmethod
     def rclpy(cls) -> MessageTypes:
         from builtin_interfaces.msg import Time
+        from geometry_msgs.msg import Point, Vector3
         from seg_perception_msgs.msg import LatencyReport, Obstacle, ObstacleList
         from sensor_msgs.msg import Image, RegionOfInterest
 
         return cls(image=Image, time=Time, roi=RegionOfInterest, obstacle=Obstacle, obstacle_list=ObstacleList,
-                   latency=LatencyReport)
+                   latency=LatencyReport, point=Point, vector=Vector3)
 
     @classmethod
     def rosbags(cls, typestore: Any) -> MessageTypes:
@@ -50,7 +53,8 @@ class MessageTypes:
         return cls(image=types["sensor_msgs/msg/Image"], time=types["builtin_interfaces/msg/Time"],
                    roi=types["sensor_msgs/msg/RegionOfInterest"], obstacle=types["seg_perception_msgs/msg/Obstacle"],
                    obstacle_list=types["seg_perception_msgs/msg/ObstacleList"],
-                   latency=types["seg_perception_msgs/msg/LatencyReport"])
+                   latency=types["seg_perception_msgs/msg/LatencyReport"],
+                   point=types["geometry_msgs/msg/Point"], vector=types["geometry_msgs/msg/Vector3"])
 
 
 @dataclass(frozen=True)
@@ -100,18 +104,28 @@ def image_outputs(result: FrameResult, wanted: Collection[str], header: Any, typ
     return messages
 
 
+GROUND_FRAME_ID = "base_link"
+
+
 def obstacle_list_msg(result: FrameResult, header: Any, types: MessageTypes) -> Any:
     height, width = result.semantic.shape
-    obstacles = [
-        types.obstacle(
+    obstacles = []
+    for o in result.obstacles:
+        x, y = o.ground_xy_m or (0.0, 0.0)
+        vx, vy = o.velocity_xy_mps or (0.0, 0.0)
+        obstacles.append(types.obstacle(
             instance_id=o.instance_id, track_id=o.track_id, class_id=o.class_id, class_name=o.class_name,
             score=float(o.score),
             bbox=types.roi(x_offset=o.bbox_xywh[0], y_offset=o.bbox_xywh[1], width=o.bbox_xywh[2],
                            height=o.bbox_xywh[3], do_rectify=False),
-            area_px=o.area_px, centroid_x_px=float(o.centroid_xy[0]), centroid_y_px=float(o.centroid_xy[1]))
-        for o in result.obstacles
-    ]
-    return types.obstacle_list(header=header, image_width=width, image_height=height, obstacles=obstacles)
+            area_px=o.area_px, centroid_x_px=float(o.centroid_xy[0]), centroid_y_px=float(o.centroid_xy[1]),
+            has_position=o.ground_xy_m is not None, position=types.point(x=float(x), y=float(y), z=0.0),
+            range_m=float(o.range_m or 0.0), bearing_rad=float(o.bearing_rad or 0.0),
+            has_velocity=o.velocity_xy_mps is not None, velocity=types.vector(x=float(vx), y=float(vy), z=0.0),
+            velocity_samples=o.velocity_samples))
+    located = any(o.ground_xy_m is not None for o in result.obstacles)
+    return types.obstacle_list(header=header, image_width=width, image_height=height, obstacles=obstacles,
+                               ground_frame_id=GROUND_FRAME_ID if located else "")
 
 
 def stamp_age_ms(now_ns: int, stamp_ns: int) -> float:

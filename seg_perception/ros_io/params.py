@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 from jsonschema import Draft7Validator, validators
@@ -266,6 +266,7 @@ class TrackingSettings:
 @dataclass(frozen=True)
 class PublishSettings:
     drivable_area: bool
+    drivable_grid: bool  # one grid for all cameras: ~/out/drivable_grid, not ~/<camera>/out/...
     lane_markings: bool
     obstacles: bool
     instances: bool
@@ -273,6 +274,15 @@ class PublishSettings:
     obstacle_list: bool
     latency: bool
     overlay: bool
+
+
+@dataclass(frozen=True)
+class GeometrySettings:
+    enabled: bool
+    mounts: tuple[float, ...]  # 6 per camera: x, y, z, roll, pitch, yaw
+    max_range_m: float
+    grid_resolution_m: float
+    grid_extent_m: tuple[float, ...]  # x_min, x_max, y_min, y_max
 
 
 @dataclass(frozen=True)
@@ -307,8 +317,13 @@ class NodeSettings:
     engine_cache_dir: str
     smoothing: SmoothingSettings
     tracking: TrackingSettings
+    geometry: GeometrySettings
     publish: PublishSettings
     qos: QosSettings
+
+    def mount_of(self, camera: str) -> tuple[float, float, float, float, float, float]:
+        index = self.cameras.index(camera)
+        return tuple(self.geometry.mounts[6 * index:6 * index + 6])  # type: ignore[return-value]
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -319,11 +334,32 @@ class NodeSettings:
     def from_nested(cls, nested: Mapping[str, Any], source: str = "parameters") -> NodeSettings:
         """Validate a nested ros__parameters dict and type it; ParamsError names ``source``."""
         validate(nested, source)
+        _check_relations(nested, source)
         return _build(cls, nested)
 
     def to_nested(self) -> dict[str, Any]:
         """The nested ros__parameters dict (lists, not tuples) that from_nested reads back."""
         return _plain(asdict(self))
+
+
+def _check_relations(nested: Mapping[str, Any], source: str) -> None:
+    """What the schema cannot state: relations between parameters."""
+    cameras, mounts = nested["cameras"], nested["geometry"]["mounts"]
+    if len(mounts) != 6 * len(cameras):
+        raise ParamsError(source, {"geometry.mounts": f"needs 6 numbers per camera ({6 * len(cameras)} for "
+                                                      f"{len(cameras)} cameras), got {len(mounts)}"})
+    x_min, x_max, y_min, y_max = nested["geometry"]["grid_extent_m"]
+    if x_max <= x_min or y_max <= y_min:
+        raise ParamsError(source, {"geometry.grid_extent_m": f"x_max > x_min and y_max > y_min, got {x_min}, "
+                                                             f"{x_max}, {y_min}, {y_max}"})
+    cells = (x_max - x_min) * (y_max - y_min) / nested["geometry"]["grid_resolution_m"] ** 2
+    if cells > 4_000_000:
+        raise ParamsError(source, {"geometry.grid_resolution_m": f"{cells:.0f} cells; coarsen it or shrink "
+                                                                 "geometry.grid_extent_m (at most 4000000)"})
+    low = [camera for camera, z in zip(cameras, mounts[2::6], strict=True) if z <= 0]
+    if low:
+        raise ParamsError(source, {"geometry.mounts": f"z (the third number) must be above the ground (> 0) "
+                                                      f"for {', '.join(low)}"})
 
 
 def _build(cls: type[Any], data: Mapping[str, Any]) -> Any:
@@ -339,7 +375,7 @@ def _build(cls: type[Any], data: Mapping[str, Any]) -> Any:
         elif hint is int:
             value = int(value)
         elif get_origin(hint) is tuple:
-            value = tuple(value)
+            value = tuple(float(v) for v in value) if get_args(hint)[0] is float else tuple(value)
         values[field.name] = value
     return cls(**values)
 
@@ -371,8 +407,10 @@ def _ros_type(spec: Mapping[str, Any]) -> Any:
         "number": Parameter.Type.DOUBLE,
         "integer": Parameter.Type.INTEGER,
         "boolean": Parameter.Type.BOOL,
-        "array": Parameter.Type.STRING_ARRAY,  # our only list parameter is a list of names
     }
+    if spec["type"] == "array":
+        numbers = spec["items"]["type"] == "number"
+        return Parameter.Type.DOUBLE_ARRAY if numbers else Parameter.Type.STRING_ARRAY
     return types[spec["type"]]
 
 

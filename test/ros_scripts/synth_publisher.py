@@ -3,6 +3,8 @@
 Usage: synth_publisher.py --prefix /test --cameras front,rear --size 640x320 --seed 5151
            --frames 12 --rate 4 --burst-frames 30 --burst-rate 40 --bad-frames 1
 
+``--camera-info front`` also publishes those cameras' CameraInfo (the renderer's exact intrinsics) on
+``PREFIX/CAMERA/camera_info`` with every image.
 Phases: ``--frames`` steps at ``--rate`` Hz (the node keeps up), then ``--burst-frames`` at
 ``--burst-rate`` Hz (an overload: the node must drop and count), then ``--bad-frames`` undecodable
 images per camera. Each published image prints ``frame CAMERA STAMP_NS INDEX PHASE``, so the test can
@@ -18,7 +20,7 @@ import numpy as np
 import rclpy
 from _ros_node import ros_node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from seg_perception.synth import render_sequence
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--burst-rate", type=float, default=40.0)
     parser.add_argument("--bad-frames", type=int, default=0)
     parser.add_argument("--wait-subscribers", type=float, default=60.0)
+    parser.add_argument("--camera-info", default="", help="cameras whose CameraInfo is published too")
     args = parser.parse_args()
     cameras = args.cameras.split(",")
     width, height = (int(v) for v in args.size.split("x"))
@@ -47,6 +50,9 @@ def main() -> None:
         deadline = time.monotonic() + args.wait_subscribers
         while any(p.get_subscription_count() == 0 for p in publishers.values()) and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.05)
+        info_cameras = [c for c in args.camera_info.split(",") if c]
+        info_publishers = {c: node.create_publisher(CameraInfo, f"{args.prefix}/{c}/camera_info",
+                                                    qos_profile_sensor_data) for c in info_cameras}
         print("publisher ready", flush=True)
 
         def publish(camera: str, image: np.ndarray, index: int, phase: str, encoding: str = "rgb8") -> None:
@@ -55,6 +61,12 @@ def main() -> None:
             msg.header.stamp = node.get_clock().now().to_msg()
             msg.header.frame_id = f"{camera}_optical_frame"
             msg.data = np.ascontiguousarray(image).tobytes()
+            if camera in info_publishers:  # before the image: the node has the intrinsics for it
+                model = steps[0][camera].camera
+                info = CameraInfo(width=model.width, height=model.height, distortion_model="plumb_bob",
+                                  d=[0.0] * 5, k=model.intrinsic_matrix().ravel().tolist())
+                info.header = msg.header
+                info_publishers[camera].publish(info)
             publishers[camera].publish(msg)
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             print(f"frame {camera} {stamp} {index} {phase}", flush=True)
