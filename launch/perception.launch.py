@@ -48,7 +48,9 @@ def _node(context: LaunchContext) -> list[Node]:
                         {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
             remappings=[
                 ("~/front/in/image", LaunchConfiguration("front_image")),
+                ("~/front/in/camera_info", LaunchConfiguration("front_camera_info")),
                 ("~/rear/in/image", LaunchConfiguration("rear_image")),
+                ("~/rear/in/camera_info", LaunchConfiguration("rear_camera_info")),
             ],
         )
     ]
@@ -64,6 +66,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="follow /clock instead of the system clock (simulation, bag replay)"),
         DeclareLaunchArgument("front_image", default_value="/front/image_raw", description="front camera images"),
         DeclareLaunchArgument("rear_image", default_value="/rear/image_raw", description="rear camera images"),
+        DeclareLaunchArgument("front_camera_info", default_value="/front/camera_info",
+                              description="front camera intrinsics (positions in metres; geometry.enabled)"),
+        DeclareLaunchArgument("rear_camera_info", default_value="/rear/camera_info",
+                              description="rear camera intrinsics (positions in metres; geometry.enabled)"),
         DeclareLaunchArgument(
             "use_fastdds_profile", default_value="true",
             description=f"set {PROFILE_ENV} to the shipped profile unless already set",

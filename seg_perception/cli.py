@@ -6,6 +6,7 @@ Each subcommand is documented in README.md; `seg-perception COMMAND --help` list
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -196,6 +197,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from seg_perception.soak import run_soak_command
 
         return run_soak_command(args)
+    if args.metres:
+        from seg_perception.benchmark import device_name, metres_outputs_ms
+
+        rows = [metres_outputs_ms(size) for size in args.sizes]
+        for row in rows:
+            print(f"outputs in metres, {row['width']}x{row['height']}, {row['cameras']} cameras "
+                  f"({row['obstacles_per_frame']} obstacles per frame): grid {row['grid_ms_per_frame']} ms, "
+                  f"obstacles {row['obstacles_ms_per_frame']} ms per frame ({device_name('cpu')})")
+        if args.json:
+            args.json.write_text(json.dumps({"command": shlex.join(["seg-perception", *args.argv]),
+                                             "device_name": device_name("cpu"), "rows": rows}, indent=2) + "\n")
+        return 0
     import torch
 
     from seg_perception.benchmark import markdown_table, run_benchmark, write_json
@@ -374,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "timed with CUDA events)")
     bench.add_argument("--no-baseline", action="store_true", help="skip torchvision LR-ASPP MobileNetV3")
     bench.add_argument("--json", type=Path, help="also write the results here")
+    bench.add_argument("--metres", action="store_true",
+                       help="time the outputs in metres instead (drivable grid and obstacle positions, per frame)")
     bench.add_argument("--soak", type=int, metavar="FRAMES",
                        help="instead: run the real node until FRAMES frames are processed; RSS growth and "
                             "latency drift (docs/BENCHMARKS.md, Soak)")

@@ -78,3 +78,14 @@ def test_fp16_torch_bench_on_the_cpu_is_refused_not_run_in_fp32(capsys: pytest.C
     assert cli.main(["bench", "--device", "cpu", "--backends", "torch", "--sizes", "128x64",
                      "--torch-precision", "fp16", "--no-baseline"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
+
+
+def test_bench_metres_times_the_grid_and_obstacle_positions(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "metres.json"
+    assert cli.main(["bench", "--metres", "--sizes", "256x128", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["cameras"] == 2 and row["grid_ms_per_frame"] > 0 and row["obstacles_ms_per_frame"] >= 0
+    assert "outputs in metres, 256x128, 2 cameras" in capsys.readouterr().out

@@ -521,7 +521,9 @@ def test_node_executable_is_a_console_script() -> None:
 def test_launch_arguments() -> None:
     perception = _declared_arguments(_tree("perception.launch.py"))
     assert set(perception) == {"params_file", "backend", "model_path", "front_image", "rear_image",
-                               "use_fastdds_profile", "use_sim_time"}
+                               "front_camera_info", "rear_camera_info", "use_fastdds_profile", "use_sim_time"}
+    assert (perception["front_camera_info"], perception["rear_camera_info"]) == ("'/front/camera_info'",
+                                                                                 "'/rear/camera_info'")
     assert (perception["front_image"], perception["rear_image"]) == ("'/front/image_raw'", "'/rear/image_raw'")
     assert perception["backend"] == perception["model_path"] == "''"  # empty: keep the file's value
     assert perception["use_fastdds_profile"] == "'true'"
@@ -546,7 +548,7 @@ def test_remaps_are_camera_inputs_of_the_shipped_cameras() -> None:
     (node,) = _calls(_tree("perception.launch.py"), "Node")
     remaps = [ast.literal_eval(pair.elts[0]) for pair in _keyword(node, "remappings").elts]
     cameras = shipped_nested()["cameras"]
-    assert remaps == [f"~/{camera}/in/image" for camera in cameras]
+    assert remaps == [f"~/{camera}/in/{topic}" for camera in cameras for topic in ("image", "camera_info")]
 
 
 @pytest.mark.ros
