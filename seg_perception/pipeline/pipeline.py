@@ -314,7 +314,6 @@ class PerceptionPipeline:
                 centroid_xy=((info.centroid_xy[0] + 0.5) * sx - 0.5, (info.centroid_xy[1] + 0.5) * sy - 0.5)))
         return tuple(obstacles)
 
-
     def _in_metres(self, frame: CameraFrame, obstacles: tuple[Obstacle, ...], infos, projector: GroundProjector,
                    model_size: tuple[int, int]) -> tuple[Obstacle, ...]:
         """Ground contact (the bottom edge of the mask's lowest row, below its centroid) in camera pixels,
