@@ -206,3 +206,39 @@ def test_obstacle_pixels_are_not_projected_onto_the_road_behind_them() -> None:
         lookup.observe(np.zeros((100, 100), np.uint8))
     with pytest.raises(GeometryError, match="empty"):
         GridSpec(x_min=1.0, x_max=1.0)
+
+
+def _painted_lines(name: str, lines: list[tuple[float, float, float, float]], size=(1024, 512)) -> np.ndarray:
+    """A lane mask with ground lines painted through the renderer's own plane homography: each line is
+    (y offset m, width m, dash m, gap m) along x (gap 0: solid)."""
+    model = camera_model(name, width=size[0], height=size[1], mount_height_m=1.45, pitch_deg=2.5)
+    pose = place_camera(model, 0.0, 0.0, 0.0)
+    ys, xs = np.mgrid[0:size[1], 0:size[0]]
+    homogeneous = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)]).astype(np.float64)
+    ground = pose.plane_homography(0.0) @ homogeneous
+    rays = pose.rotation.T @ (np.linalg.inv(model.intrinsic_matrix()) @ homogeneous)
+    x, y = ground[0] / ground[2], ground[1] / ground[2]
+    mask = np.zeros(xs.size, bool)
+    for offset, width, dash, gap in lines:
+        on_line = np.abs(y - offset) < width / 2
+        if gap > 0:
+            on_line &= np.mod(x, dash + gap) < dash
+        mask |= on_line & (rays[2] < 0)
+    return mask.reshape(size[1], size[0]).astype(np.uint8) * 255
+
+
+def test_lane_boundaries_in_metres_with_their_style() -> None:
+    from seg_perception.geometry.lanes import fit_lane_boundaries
+
+    _, projector = _rig_geometry("front")
+    mask = _painted_lines("front", [(1.75, 0.15, 0.0, 0.0), (-1.75, 0.15, 3.0, 6.0), (5.25, 0.15, 0.0, 0.0)])
+    boundaries = sorted(fit_lane_boundaries(mask, projector), key=lambda b: -b.coefficients[0])
+    assert len(boundaries) == 3
+    for boundary, offset, style in zip(boundaries, (5.25, 1.75, -1.75), ("solid", "solid", "dashed"), strict=True):
+        assert np.abs(boundary.points_xy[:, 1] - offset).max() < 0.1, (offset, boundary.points_xy)
+        assert boundary.points_xy[0, 0] < 10 and boundary.length_m > 15
+        assert boundary.style == style and boundary.confidence > 0.5
+    # a stop line across the road is not a boundary
+    across = mask.copy()
+    across |= _painted_lines("front", [(0.0, 6.0, 0.4, 30.0)]) & (np.arange(512)[:, None] > 300)
+    assert len(fit_lane_boundaries(across, projector)) == 3
