@@ -354,14 +354,15 @@ def write_json(result: dict, path: Path) -> None:
 def metres_outputs_ms(size: tuple[int, int], cameras: Sequence[str] = ("front", "rear"), *,
                       calls: int = 50) -> dict[str, float]:
     """What the outputs in metres cost per frame on the host, after the network: each camera's drivable-grid
-    votes plus the fused grid (shipped grid: 0.2 m over 80 x 40 m), and projecting a frame's obstacles with
-    their velocity filters. Masks and obstacles come from the renderer's ground truth of a synthetic frame,
-    with its exact geometry; lookups are built once, as the node does."""
+    votes plus the fused grid (shipped grid: 0.2 m over 80 x 40 m), projecting a frame's obstacles with
+    their velocity filters, and fitting its lane boundaries. Masks and obstacles come from the renderer's
+    ground truth of a synthetic frame, with its exact geometry; lookups are built once, as the node does."""
     import math
 
     from seg_perception.datasets.labels import THING_TRAIN_IDS
     from seg_perception.geometry import GroundProjector, Intrinsics, Mount
     from seg_perception.geometry.grid import CameraGridLookup, GridSpec, fuse
+    from seg_perception.geometry.lanes import fit_lane_boundaries
     from seg_perception.geometry.motion import VelocityFilter
 
     (step,) = render_sequence(seed=77, sequence=0, num_frames=1, width=size[0], height=size[1], cameras=cameras)
@@ -378,20 +379,25 @@ def metres_outputs_ms(size: tuple[int, int], cameras: Sequence[str] = ("front", 
         masks.append((frame.drivable.astype(np.uint8) * 255, obstacles.astype(np.uint8) * 255))
         bottoms = np.array([((o.bbox[0] + o.bbox[2]) / 2, o.bbox[3] - 0.5) for o in frame.objects] or
                            np.zeros((0, 2)))
-        contacts.append((projector, bottoms))
-    grid_ms, obstacles_ms, motion = [], [], VelocityFilter()
+        contacts.append((projector, bottoms, frame.lane))
+    grid_ms, obstacles_ms, lanes_ms, motion = [], [], [], VelocityFilter()
     for call in range(calls):
         start = time.perf_counter()
         fuse(spec, [lookup.observe(*mask) for lookup, mask in zip(lookups, masks, strict=True)])
         grid_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
-        for index, (projector, bottoms) in enumerate(contacts):
+        for index, (projector, bottoms, _) in enumerate(contacts):
             for k, (x, y) in enumerate(projector.to_ground(bottoms)):
                 if math.isfinite(x):
                     motion.update(str(index), k, (float(x), float(y)), call * 100_000_000)
         obstacles_ms.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        for projector, _, lane in contacts:
+            fit_lane_boundaries(lane, projector)
+        lanes_ms.append((time.perf_counter() - start) * 1000)
     frames = len(cameras)
     return {"cameras": frames, "width": size[0], "height": size[1],
-            "obstacles_per_frame": round(sum(len(b) for _, b in contacts) / frames, 1),
+            "obstacles_per_frame": round(sum(len(b) for _, b, _ in contacts) / frames, 1),
             "grid_ms_per_frame": round(float(np.median(grid_ms)) / frames, 3),
-            "obstacles_ms_per_frame": round(float(np.median(obstacles_ms)) / frames, 3)}
+            "obstacles_ms_per_frame": round(float(np.median(obstacles_ms)) / frames, 3),
+            "lanes_ms_per_frame": round(float(np.median(lanes_ms)) / frames, 3)}

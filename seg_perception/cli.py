@@ -204,7 +204,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"outputs in metres, {row['width']}x{row['height']}, {row['cameras']} cameras "
                   f"({row['obstacles_per_frame']} obstacles per frame): grid {row['grid_ms_per_frame']} ms, "
-                  f"obstacles {row['obstacles_ms_per_frame']} ms per frame ({device_name('cpu')})")
+                  f"obstacles {row['obstacles_ms_per_frame']} ms, lanes {row['lanes_ms_per_frame']} ms per frame "
+                  f"({device_name('cpu')})")
         if args.json:
             args.json.write_text(json.dumps({"command": shlex.join(["seg-perception", *args.argv]),
                                              "device_name": device_name("cpu"), "rows": rows}, indent=2) + "\n")

@@ -92,7 +92,8 @@ def test_rosbags_bytes_deserialise_with_rclpy() -> None:
 
 def test_message_definitions_come_from_msg_folder() -> None:
     names = set(message_definitions())
-    assert names == {f"seg_perception_msgs/msg/{n}" for n in ("Obstacle", "ObstacleList", "LatencyReport")}
+    assert names == {f"seg_perception_msgs/msg/{n}" for n in ("Obstacle", "ObstacleList", "LatencyReport",
+                                                                "LaneBoundary", "LaneBoundaryArray")}
 
 
 @pytest.mark.parametrize("name", ["Obstacle", "ObstacleList", "LatencyReport"])
@@ -110,3 +111,21 @@ def test_every_field_is_documented(name: str) -> None:
         while start > 0 and is_field(lines[start - 1]):
             start -= 1
         assert start > 0 and lines[start - 1].startswith("#"), f"{name}.msg: {line!r} undocumented"
+
+
+def test_lane_boundaries_round_trip_between_rclpy_and_rosbags() -> None:
+    from geometry_msgs.msg import Point
+    from rclpy.serialization import serialize_message
+    from seg_perception_msgs.msg import LaneBoundary, LaneBoundaryArray
+
+    assert set(LaneBoundary.get_fields_and_field_types()) == {"points", "coefficients", "style", "confidence",
+                                                              "length_m", "camera"}
+    msg = LaneBoundaryArray(boundaries=[LaneBoundary(points=[Point(x=5.0, y=1.75), Point(x=6.0, y=1.74)],
+                                                     coefficients=[1.8, -0.01, 0.0], style="dashed",
+                                                     confidence=0.8, length_m=1.0, camera="front")])
+    msg.header.frame_id = "base_link"
+    decoded = project_typestore().deserialize_cdr(serialize_message(msg), "seg_perception_msgs/msg/LaneBoundaryArray")
+    (boundary,) = decoded.boundaries
+    assert decoded.header.frame_id == "base_link" and boundary.style == "dashed" and boundary.camera == "front"
+    assert [(p.x, p.y) for p in boundary.points] == [(5.0, 1.75), (6.0, 1.74)]
+    assert np.allclose(boundary.coefficients, [1.8, -0.01, 0.0])

@@ -81,9 +81,16 @@ class Listener:
                                               lambda msg, o=output, c=camera: self._store(o, c, msg), qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 50)
         from nav_msgs.msg import OccupancyGrid
+        from seg_perception_msgs.msg import LaneBoundaryArray
+        from visualization_msgs.msg import MarkerArray
 
         self.grids: list[object] = []
         self.node.create_subscription(OccupancyGrid, f"{NODE}/out/drivable_grid", self._grid, qos)
+        self.lanes: dict[str, list[object]] = defaultdict(list)
+        lane_topics = [(f"{NODE}/{c}/out/lanes", LaneBoundaryArray) for c in CAMERAS]
+        for topic, kind in [*lane_topics, (f"{NODE}/out/lanes", LaneBoundaryArray),
+                            (f"{NODE}/out/lane_markers", MarkerArray)]:
+            self.node.create_subscription(kind, topic, lambda msg, t=topic: self._lane(t, msg), qos)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -93,6 +100,10 @@ class Listener:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self.lock:
             self.messages[(output, camera, stamp)] = msg
+
+    def _lane(self, topic: str, msg) -> None:
+        with self.lock:
+            self.lanes[topic.removeprefix(NODE)].append(msg)
 
     def _grid(self, msg) -> None:
         with self.lock:
@@ -238,6 +249,14 @@ def test_node_answers_a_two_camera_drive(processes, ros_context, tmp_path: Path)
 
         assert cell(8.0, 0.0) == 0 and cell(15.0, 0.0) in (0, 100)  # the ego's lane ahead (a car may stand there)
         assert cell(-10.0, 0.0) == -1 and cell(1.0, 15.0) == -1  # behind (rear has no camera_info) and beside
+        # Lane boundaries in metres from the front camera, fused, and as markers; none from the rear.
+        front_lanes = listener.lanes["/front/out/lanes"]
+        assert front_lanes and all(m.header.frame_id == "base_link" for m in front_lanes)
+        near = [b for m in front_lanes for b in m.boundaries if b.points and abs(b.coefficients[0]) < 6.0]
+        assert near and all(b.camera == "front" and b.style in ("solid", "dashed") for b in near)
+        assert all(b.points[0].x > 0 and 0 <= b.confidence <= 1 for b in near)
+        assert not listener.lanes["/rear/out/lanes"]
+        assert listener.lanes["/out/lanes"] and listener.lanes["/out/lane_markers"]
         front, rear = (listener.statuses(f": camera {c}")[-1] for c in CAMERAS)
         assert _values(front)["geometry"] == "metres"
         assert _values(rear)["geometry"] == "no camera_info received yet"

@@ -17,6 +17,7 @@ import torch
 
 from seg_perception.geometry import GroundProjector, Intrinsics, Mount
 from seg_perception.geometry.grid import CameraGridLookup, GridFuser, GridSpec
+from seg_perception.geometry.lanes import LaneBoundary, fit_lane_boundaries
 from seg_perception.geometry.motion import VelocityFilter
 from seg_perception.inference.backends import Backend
 from seg_perception.inference.preprocess import resize_batch
@@ -190,6 +191,15 @@ class PerceptionPipeline:
             contacts = [o.ground_xy_m for o in result.obstacles if o.ground_xy_m is not None]
             self.grid_fuser.update(camera, result.frame.stamp_ns, votes, contacts)
         return self.grid_fuser.grid()
+
+    def lane_boundaries(self, result: FrameResult) -> list[LaneBoundary] | None:
+        """The frame's lane boundaries in metres; None without the camera's geometry or a lane role."""
+        lane = result.masks.get("lane")
+        if lane is None:
+            return None
+        projector = self._projector(result.frame.camera, lane.shape[1], lane.shape[0])
+        return None if projector is None else fit_lane_boundaries(lane, projector,
+                                                                  max_range_m=min(60.0, projector.max_range_m))
 
     def _projector(self, camera: str, width: int, height: int) -> GroundProjector | None:
         geometry = self.geometry.get(camera)

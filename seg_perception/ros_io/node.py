@@ -127,6 +127,7 @@ class PerceptionNode(Node):
         self.camera_inputs = [self._subscribe(camera, _qos(qos.input_reliability, qos.input_depth))
                                for camera in cameras]
         self.grid_publisher = None
+        self.lane_publishers: dict[str, object] = {}
         if self.settings.geometry.enabled:  # publish.drivable_grid may switch the grid on and off while running
             from nav_msgs.msg import OccupancyGrid
 
@@ -134,6 +135,13 @@ class PerceptionNode(Node):
             self.grid_spec = GridSpec(g.grid_resolution_m, *g.grid_extent_m)
             self.pipeline.set_grid(self.grid_spec, max_age_s=self.settings.max_frame_age_s)
             self.grid_publisher = self.create_publisher(OccupancyGrid, "~/out/drivable_grid", output_qos)
+            from seg_perception_msgs.msg import LaneBoundaryArray
+            from visualization_msgs.msg import MarkerArray
+
+            self.lane_publishers = {camera: self.create_publisher(LaneBoundaryArray, f"~/{camera}/out/lanes",
+                                                                  output_qos) for camera in cameras}
+            self.fused_lane_publisher = self.create_publisher(LaneBoundaryArray, "~/out/lanes", output_qos)
+            self.lane_marker_publisher = self.create_publisher(MarkerArray, "~/out/lane_markers", output_qos)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -320,6 +328,46 @@ class PerceptionNode(Node):
                 self._publish(result, picked_steady_ns)
             if self.grid_publisher is not None and self.settings.publish.drivable_grid:
                 self._publish_grid(results)
+            if self.grid_publisher is not None and self.settings.publish.lanes:
+                self._publish_lanes(results)
+
+    def _publish_lanes(self, results: Sequence[FrameResult]) -> None:
+        """Per camera, fused over the batch, and as RViz line strips (solid green, dashed yellow)."""
+        from seg_perception_msgs.msg import LaneBoundary as LaneBoundaryMsg
+        from visualization_msgs.msg import Marker, MarkerArray
+
+        fused, newest = [], None  # newest: the latest frame with boundaries, whose header the fused ones take
+        for result in results:
+            boundaries = self.pipeline.lane_boundaries(result)
+            if boundaries is None:
+                continue  # no geometry for this camera yet, or a model without the lane role
+            messages = [LaneBoundaryMsg(points=[self.types.point(x=float(x), y=float(y), z=0.0)
+                                                for x, y in b.points_xy],
+                                        coefficients=list(b.coefficients), style=b.style,
+                                        confidence=b.confidence, length_m=b.length_m, camera=result.frame.camera)
+                        for b in boundaries]
+            array_msg = self.lane_publishers[result.frame.camera].msg_type(boundaries=messages)
+            array_msg.header.stamp = result.frame.header.stamp if result.frame.header else array_msg.header.stamp
+            array_msg.header.frame_id = GROUND_FRAME_ID
+            self.lane_publishers[result.frame.camera].publish(array_msg)
+            fused += messages
+            if newest is None or result.frame.stamp_ns >= newest[0]:
+                newest = (result.frame.stamp_ns, array_msg.header.stamp)
+        if newest is None:
+            return
+        fused_msg = self.fused_lane_publisher.msg_type(boundaries=fused)
+        fused_msg.header.stamp, fused_msg.header.frame_id = newest[1], GROUND_FRAME_ID
+        self.fused_lane_publisher.publish(fused_msg)
+        markers = [Marker(action=Marker.DELETEALL)]  # last batch's lines go, whatever their number
+        for index, boundary in enumerate(fused):
+            marker = Marker(ns="lanes", id=index, type=Marker.LINE_STRIP, action=Marker.ADD, points=boundary.points)
+            marker.header = fused_msg.header
+            marker.scale.x = 0.15
+            marker.color.a, marker.color.g = 1.0, 1.0
+            marker.color.r = 1.0 if boundary.style == "dashed" else 0.0
+            markers.append(marker)
+        self.lane_marker_publisher.publish(MarkerArray(markers=markers))
+
 
     def _publish_grid(self, results: Sequence[FrameResult]) -> None:
         """The cameras' latest drivable masks fused on the ground, stamped with the newest frame in it."""

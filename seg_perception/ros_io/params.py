@@ -267,6 +267,7 @@ class TrackingSettings:
 class PublishSettings:
     drivable_area: bool
     drivable_grid: bool  # one grid for all cameras: ~/out/drivable_grid, not ~/<camera>/out/...
+    lanes: bool  # ~/<camera>/out/lanes, ~/out/lanes and ~/out/lane_markers
     lane_markings: bool
     obstacles: bool
     instances: bool
