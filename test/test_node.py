@@ -338,3 +338,40 @@ def test_compressed_input_and_bad_frames_in_process(ros_context, tmp_path: Path,
         assert snapshot.dropped == {"decode_error": 1, "bad_frame": 1} and "too small" in snapshot.last_error
     finally:
         node.destroy_node()
+
+
+def test_camera_info_is_taken_refused_with_its_reason_and_replaced_in_process(ros_context, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """The node's camera_info callback without DDS: a lens model we cannot undistort leaves the camera in
+    pixels and says why in diagnostics; a good camera_info afterwards gives it metres."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo
+
+    from seg_perception.ros_io.node import PerceptionNode
+    from seg_perception.ros_io.params import flatten, load_param_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    nested = load_param_file(_params(tmp_path, backend="torch", cameras=["front"]))
+    node = PerceptionNode(context=ros_context,
+                          parameter_overrides=[Parameter(k, value=v) for k, v in flatten(nested).items()])
+    try:
+        assert node.geometry_state == {"front": "no camera_info received yet"} and not node.pipeline.geometry
+        fisheye = CameraInfo(width=640, height=320, distortion_model="equidistant", d=[0.1, 0.0, 0.0, 0.0],
+                             k=[300.0, 0.0, 319.5, 0.0, 300.0, 159.5, 0.0, 0.0, 1.0])
+        node._on_camera_info("front", fisheye)
+        assert node.geometry_state["front"].startswith("camera_info refused: distortion model 'equidistant'")
+        assert "front" not in node.pipeline.geometry
+        statuses = node.health.statuses(node.stats.snapshot(), backend="torch", seconds_since_start=0.1,
+                                        geometry=node.geometry_state)
+        camera = next(s for s in statuses if s.name.endswith("camera front"))
+        assert "pixel outputs only: camera_info refused: distortion model 'equidistant'" in camera.message
+        good = CameraInfo(width=640, height=320, distortion_model="plumb_bob", d=[0.0] * 5,
+                          k=[300.0, 0.0, 319.5, 0.0, 300.0, 159.5, 0.0, 0.0, 1.0])
+        node._on_camera_info("front", good)
+        assert node.geometry_state["front"] == "metres"
+        geometry = node.pipeline.geometry["front"]
+        assert geometry.intrinsics.width == 640 and geometry.mount.z == pytest.approx(nested["geometry"]["mounts"][2])
+        node._on_camera_info("front", good)  # the same camera_info again: nothing is rebuilt
+        assert node.pipeline.geometry["front"] is geometry
+    finally:
+        node.destroy_node()
