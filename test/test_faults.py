@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ TRACEBACK_MARKERS = ("Traceback", "RCLError", "Exception in thread")
 
 sys.path.insert(0, str(SCRIPTS))
 from fault_publisher import FAULTS  # noqa: E402
+from node_helpers import wait_until, write_node_params  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +48,7 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _params(tmp_path: Path, name: str = "params.yaml", **changes: Any) -> Path:
-    document = yaml.safe_load((REPO / "config" / "perception.param.yaml").read_text())
-    params = document["/**"]["ros__parameters"]
-    params.update(cameras=list(CAMERAS), model_path=str(DEMO), backend="onnxruntime", diagnostics_period_s=0.5,
-                  latency_budget_ms=5000.0, max_frame_age_s=2.0)
-    params.update(changes)
-    if "geometry" not in changes:  # the shipped mounts are for its two cameras: one per camera here
-        params["geometry"]["mounts"] = params["geometry"]["mounts"][:6] * len(params["cameras"])
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return write_node_params(tmp_path / name, cameras=CAMERAS, latency_budget_ms=5000.0, changes=changes)
 
 
 def _node_command(params: Path, *extra: str, transport: str = "raw") -> list[str]:
@@ -72,17 +63,8 @@ def _start_node(processes: Any, command: list[str], log: Path, cache_home: Path)
     return processes.start(command, stdout=log.open("w"), env=env)
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _wait_ready(node: subprocess.Popen[str], log: Path, timeout: float = 240.0) -> None:
-    _wait_for(lambda: "ready:" in log.read_text() or node.poll() is not None, timeout, "the node to start")
+    wait_until(lambda: "ready:" in log.read_text() or node.poll() is not None, timeout, "the node to start")
     assert node.poll() is None, log.read_text()[-3000:]
 
 
@@ -149,7 +131,7 @@ class Observer:
         try:
             assert client.wait_for_service(timeout_sec=timeout), f"no {name} service"
             future = client.call_async(service.Request(parameters=[p.to_parameter_msg() for p in parameters]))
-            _wait_for(future.done, timeout, f"the {name} answer")
+            wait_until(future.done, timeout, f"the {name} answer")
             answer = future.result()
             return [answer.result] if atomically else list(answer.results)
         finally:
@@ -163,7 +145,7 @@ class Observer:
         try:
             assert client.wait_for_service(timeout_sec=timeout), "no get_parameters service"
             future = client.call_async(GetParameters.Request(names=names))
-            _wait_for(future.done, timeout, "the get_parameters answer")
+            wait_until(future.done, timeout, "the get_parameters answer")
             return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values, strict=True)}
         finally:
             self.node.destroy_client(client)
@@ -268,11 +250,11 @@ def test_mixed_stream_one_bad_frame_in_ten(processes: Any, ros_context: Any, tmp
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(line.strip() for line in publisher.stdout), daemon=True)
         reader.start()
-        _wait_for(lambda: "publisher ready" in lines or publisher.poll() is not None, 120, "the publisher")
+        wait_until(lambda: "publisher ready" in lines or publisher.poll() is not None, 120, "the publisher")
         started = time.monotonic()
         time.sleep(5.0)  # warm: allocator pools, the first smoothing states, tracks
         rss_warm = _rss_kib(node.pid)
-        _wait_for(lambda: "publisher done" in lines or publisher.poll() is not None, 60, "the stream to end")
+        wait_until(lambda: "publisher done" in lines or publisher.poll() is not None, 60, "the stream to end")
         rss_end = _rss_kib(node.pid)
         ended = time.monotonic()
         time.sleep(2.0)  # the last frames, then diagnostics periods

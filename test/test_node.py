@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from node_helpers import wait_until, write_node_params
 
 from seg_perception.ros_io.image_codec import image_to_numpy
 from seg_perception.synth import render_sequence
@@ -35,16 +36,7 @@ IMAGE_OUTPUTS = ("drivable_area", "lane_markings", "obstacles", "instances", "se
 
 
 def _params(tmp_path: Path, **changes: object) -> Path:
-    shipped = yaml.safe_load((REPO / "config" / "perception.param.yaml").read_text())
-    params = shipped["/**"]["ros__parameters"]
-    params.update(cameras=list(CAMERAS), model_path=str(REPO / "models" / "demo"), backend="onnxruntime",
-                  diagnostics_period_s=0.5, latency_budget_ms=3000.0, max_frame_age_s=2.0)
-    params.update(changes)
-    if "geometry" not in changes:  # the shipped mounts are for its two cameras: one per camera here
-        params["geometry"]["mounts"] = params["geometry"]["mounts"][:6] * len(params["cameras"])
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(shipped))
-    return path
+    return write_node_params(tmp_path / "params.yaml", cameras=CAMERAS, latency_budget_ms=3000.0, changes=changes)
 
 
 def _start_node(processes, tmp_path: Path, params: Path) -> tuple[subprocess.Popen, Path]:
@@ -118,12 +110,7 @@ class Listener:
             return [s for array in self.diagnostics for s in array.status if name_part in s.name]
 
     def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        wait_until(predicate, timeout, what)
 
     def close(self) -> None:
         self.executor.shutdown()
