@@ -334,8 +334,11 @@ def test_nan_in_a_file_and_a_flooding_period_are_named(tmp_path: Path) -> None:
 
 def test_overrides_are_checked_like_the_file() -> None:
     nested = load_param_file(SHIPPED)
-    assert check_overrides(nested, ["smoothing.strength:=0.5", "cameras:=[front]", "use_sim_time:=true"]
+    assert check_overrides(nested, ["smoothing.strength:=0.5", "cameras:=[front]", "use_sim_time:=true",
+                                    "geometry.mounts:=[1.5, 0.0, 1.45, 0.0, 0.035, 0.0]"]
                            )["smoothing"]["strength"] == 0.5
+    with pytest.raises(ParamsError, match=r"--set: geometry\.mounts: needs 6 numbers per camera"):
+        check_overrides(nested, ["cameras:=[front]"])  # relations too, as in a file: before ROS starts
     with pytest.raises(ParamsError) as caught:
         check_overrides(nested, ["max_frame_age_s:=.nan", "smoothing.strenght:=0.1", "noequals", "qos.input_depth:=0"])
     assert caught.value.keys == ["max_frame_age_s", "noequals", "qos.input_depth", "smoothing.strenght"]

@@ -180,6 +180,7 @@ def validate(nested: Mapping[str, Any], source: str) -> None:
             problems.setdefault(where or "(parameters)", error.message)
     if problems:
         raise ParamsError(source, problems)
+    _check_relations(nested, source)  # needs the schema's shape: only once that holds
 
 
 def load_param_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -335,7 +336,6 @@ class NodeSettings:
     def from_nested(cls, nested: Mapping[str, Any], source: str = "parameters") -> NodeSettings:
         """Validate a nested ros__parameters dict and type it; ParamsError names ``source``."""
         validate(nested, source)
-        _check_relations(nested, source)
         return _build(cls, nested)
 
     def to_nested(self) -> dict[str, Any]:
