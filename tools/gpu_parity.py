@@ -61,7 +61,7 @@ def instance_parity(a: FrameResult, b: FrameResult, min_iou: float) -> dict:
         worst = min(worst, best)
         free.discard(best_id)
     return {"count_a": len(classes_a), "count_b": len(classes_b), "same_classes": classes_a == classes_b,
-            "worst_iou": round(worst, 4), "ok": classes_a == classes_b and worst >= min_iou}
+            "worst_iou": round(worst, 4), "ok": bool(classes_a == classes_b and worst >= min_iou)}
 
 
 def compare(results_a: list[list[FrameResult]], results_b: list[list[FrameResult]], *, min_equal: float,

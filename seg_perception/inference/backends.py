@@ -95,7 +95,8 @@ class TorchBackend:
         model, self.card = load_checkpoint(checkpoint, device=device)
         self.input_size = input_size or self.card.input_size  # fully convolutional: other sizes run too
         self.state_shape = state_shape(model, self.input_size)
-        graph = CameraPixelsModel(NormalizedModel(model, mean=self.card.mean, std=self.card.std))
+        # The wrapper's normalisation buffers are made on the CPU: move the whole graph, not just the model.
+        graph = CameraPixelsModel(NormalizedModel(model, mean=self.card.mean, std=self.card.std)).to(self.device)
         if precision == "fp16":
             graph = graph.half()
         if self.device.type == "cuda":
