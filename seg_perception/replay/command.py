@@ -292,7 +292,8 @@ def finish_report(out: Path, report: dict[str, Any], acc: Any, video: Any = None
         except RuntimeError as error:  # no video codec here: the report matters more than the video
             print(f"warning: no overlay video: {error}", file=sys.stderr)
     report["outputs"].update(write_report(out, report, latency_samples=dict(acc.latency_ms),
-                                          tc_series=dict(acc.tc_series), overlays=acc.overlays))
+                                          tc_series=dict(acc.tc_series), overlays=acc.overlays,
+                                          birds_eye=acc.birds_eye))
     return report
 
 

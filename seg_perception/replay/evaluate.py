@@ -34,13 +34,22 @@ from seg_perception.bags.reader import BagError, first_line, open_bag
 from seg_perception.bags.writer import BagWriter
 from seg_perception.datasets.cityscapes import find_samples, load_sample, sample_stem
 from seg_perception.datasets.synthetic import city_name
+from seg_perception.evaluation.metric_outputs import MetricOutputScores
 from seg_perception.evaluation.scoring import LABEL_KINDS, LabelledScores, sample_labels
 from seg_perception.evaluation.summary import metric_value
 from seg_perception.evaluation.temporal import TemporalConsistencyMeter
+from seg_perception.geometry.camera import GeometryError
 from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCard
 from seg_perception.pipeline.pipeline import STAGES, CameraFrame, FrameResult, PerceptionPipeline, PipelineSettings
 from seg_perception.postprocess.roles import role_mapping_for
+from seg_perception.replay.metric_replay import (
+    TRUTH_LANES_TOPIC,
+    TRUTH_OBSTACLES_TOPIC,
+    BirdsEyeSample,
+    MetricReplay,
+    bag_rig,
+)
 from seg_perception.replay.report import REPORT_FORMAT, OverlaySample
 from seg_perception.ros_io.image_codec import ImageConversionError, compressed_to_rgb, image_to_numpy, image_to_rgb
 from seg_perception.ros_io.outputs import OUTPUT_NAMES, LatencyTimes, MessageTypes, image_outputs, latency_msg
@@ -69,6 +78,7 @@ class ReplayConfig:
     overlay_samples: int = 2  # per camera and bag, spread over the bag
     max_frames: int = 0  # per bag; 0: all
     show_progress: bool = True
+    metric_outputs: bool = True  # score grid, lanes and obstacles in metres where a bag has their ground truth
 
 
 @dataclass
@@ -96,6 +106,8 @@ class EvalAccumulator:
     failures: list[dict[str, Any]] = field(default_factory=list)
     bags: list[BagInfo] = field(default_factory=list)
     overlays: list[OverlaySample] = field(default_factory=list)
+    metric_outputs: MetricOutputScores = field(default_factory=MetricOutputScores)
+    birds_eye: list[BirdsEyeSample] = field(default_factory=list)  # one time step per bag, for the plot
     wall_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -112,6 +124,8 @@ class EvalAccumulator:
         self.failures.extend(other.failures)
         self.bags.extend(other.bags)
         self.overlays.extend(other.overlays)
+        self.metric_outputs.merge(other.metric_outputs)
+        self.birds_eye.extend(other.birds_eye)
         self.wall_s += other.wall_s
 
     # ------------------------------------------------------------------------------------------ report
@@ -142,6 +156,7 @@ class EvalAccumulator:
             "throughput_fps": round(processed / wall_s, 3) if wall_s > 0 else 0.0,
             "wall_s": round(wall_s, 3),
             "smoothing_resets": dict(self.resets),
+            "metric_outputs": None if self.metric_outputs.empty() else self.metric_outputs.summary(),
             "decode_failure_list": self.failures[:MAX_LISTED_FAILURES],
             "outputs": {},
         }
@@ -248,6 +263,7 @@ class _BagReplay:
         self.processed = 0
         self.per_camera: Counter[str] = Counter()
         self.to_sample: set[tuple[str, int]] = set()  # frames picked for the overlay grid
+        self.metric: MetricReplay | None = None  # outputs in metres, scored where the bag has their truth
 
     def run(self) -> None:
         started = time.perf_counter()
@@ -296,6 +312,12 @@ class _BagReplay:
         self.acc.bags.append(info)
         per_camera = total // len(cameras)
         self.overlay_every = max(1, per_camera // max(1, self.config.overlay_samples))
+        rig = bag_rig(reader) if self.config.metric_outputs and self.config.label_folder is None else {}
+        if rig and {TRUTH_LANES_TOPIC, TRUTH_OBSTACLES_TOPIC} <= topics:
+            self.metric = MetricReplay(self.pipeline, self.acc.metric_outputs, rig, cameras,
+                                       bag_name=self.path.name, sample_step=per_camera // 2,
+                                       samples=self.acc.birds_eye)
+            wanted += [c for c in connections if c.topic in self.metric.topics]
         if self.config.output_dir is not None:
             out = self.config.output_dir / "bags" / self.output_name
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -315,9 +337,11 @@ class _BagReplay:
                     seen += 1
                     progress.update()
                     self._image(reader, connection, image_topics[connection.topic], log_ns, raw, info)
-                else:
+                elif connection.topic in label_topics:
                     camera, kind = label_topics[connection.topic]
                     self._label(reader, connection, camera, kind, log_ns, raw)
+                else:
+                    self._metric_message(reader, connection, log_ns, raw)
             self._flush()
         info.frames = seen
 
@@ -355,6 +379,14 @@ class _BagReplay:
         self.pending_labels[key][kind] = array
         self._score_if_complete(key)
 
+    def _metric_message(self, reader, connection, log_ns: int, raw: bytes) -> None:
+        try:
+            msg = reader.deserialize(raw, connection.msgtype)
+            self.metric.on_message(connection.topic, msg)
+        except (AssertionError, ValueError, KeyError, GeometryError) as error:
+            self.acc.failures.append({"bag": str(self.path), "topic": connection.topic, "stamp_ns": log_ns,
+                                      "error": f"ground truth: {type(error).__name__}: {error}"})
+
     def _flush(self) -> None:
         if not self.batch:
             return
@@ -363,6 +395,8 @@ class _BagReplay:
         started = time.perf_counter_ns()
         results = self.pipeline.process(frames)
         processing_ms = (time.perf_counter_ns() - started) / 1e6
+        if self.metric is not None:
+            self.metric.after_process(results)
         for result in results:
             self.processed += 1
             self.acc.frames["processed"] += 1
@@ -443,6 +477,8 @@ class _BagReplay:
 
     def _score(self, result: FrameResult, labels: dict[str, np.ndarray]) -> None:
         truth = self.acc.scores.score(result.semantic, result.instances, result.masks, labels)
+        if self.metric is not None:
+            self.metric.on_labels(result, labels)
         self._sample(result, truth)
 
     def _sample(self, result: FrameResult, truth: np.ndarray | None) -> None:

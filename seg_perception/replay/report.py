@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 REPORT_FORMAT = "seg_perception.eval_report/1"
 
 STAGE_ORDER = ("preprocess", "inference", "postprocess", "smoothing", "end_to_end")
-PLOT_NAMES = ("latency", "class_iou", "temporal_consistency", "overlays")
+PLOT_NAMES = ("latency", "class_iou", "temporal_consistency", "overlays", "birds_eye")
 MAX_OVERLAY_ROWS = 8
 MAX_MARKDOWN_FAILURES = 20
 MAX_MARKDOWN_STREAMS = 20  # TC rows in report.md; beyond it only the least steady half is listed
@@ -372,6 +372,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     else:
         out += ["n/a: no frame was processed.", ""]
 
+    out += _metric_outputs_markdown(report.get("metric_outputs"))
+
     out += ["## Pipeline settings", ""]
     out += [*_table(("setting", "value"), [(k, v) for k, v in report["pipeline"].items()]), ""]
 
@@ -417,6 +419,46 @@ def render_markdown(report: dict[str, Any]) -> str:
     else:
         out += ["The command was not recorded.", ""]
     return "\n".join(out)
+
+
+def _metres(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _metric_outputs_markdown(scores: Mapping[str, Any] | None) -> list[str]:
+    """The outputs in metres against the synthetic ground truth (``evaluation/metric_outputs.py``)."""
+    if not scores:
+        return []
+    out = ["## Outputs in metres (base_link, flat ground)", "",
+           "Scored against the synthetic world's exact ground truth; how each score is defined is in "
+           "`seg_perception/evaluation/metric_outputs.py`.", ""]
+    lanes = scores["lanes"]
+    rows = [(f"{station} m", s["truth"], s["predicted"], s["matched"], _pct(s["recall"]), _pct(s["precision"]),
+             _metres(s["median_lateral_error_m"]), _metres(s["p90_lateral_error_m"]))
+            for station, s in [*lanes["stations"].items(), ("<= 20", lanes["within_20m"])]]
+    out += [f"Lane boundaries ({lanes['frames']} camera frames looking along the road; matched within "
+            f"{lanes['match_within_m']:g} m):", ""]
+    out += [*_table(("station", "true lines", "predicted", "matched", "recall %", "precision %",
+                     "median lateral error m", "p90 m"), rows, "lrrrrrrr"), ""]
+    obstacles = scores["obstacles"]
+    rows = [(name, b["count"], _metres(b["median_error_m"]), _metres(b["median_error_pct_of_range"], 1),
+             _metres(b["p90_error_pct_of_range"], 1))
+            for name, b in [*obstacles["bins"].items(), ("< 40 m", obstacles["within_40m"])]]
+    out += [f"Obstacle ground contacts ({obstacles['matched']} of {obstacles['with_position']} obstacles with a "
+            f"position matched to a true instance at mask IoU >= {obstacles['min_instance_iou']:g}):", ""]
+    out += [*_table(("true range", "obstacles", "median error m", "median % of range", "p90 % of range"), rows,
+                    "lrrrr"), ""]
+    velocity, grid = scores["velocity"], scores["grid"]
+    out += [f"Velocity relative to base_link, tracks with >= {velocity['min_samples']} positions: "
+            f"{velocity['count']} estimates, median error {_metres(velocity['median_error_mps'])} m/s, "
+            f"p90 {_metres(velocity['p90_error_mps'])} m/s.", "",
+            f"Free-space grid IoU within {grid['range_m']:g} m: {_pct(grid['free_iou'])} % over {grid['steps']} "
+            "time steps.", ""]
+    rows = [(name, "n/a" if t["value"] is None else f"{t['value']:g}", t["target"],
+             "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**"))
+            for name, t in scores["targets"].items()]
+    out += ["Issue 17's targets:", "", *_table(("target", "measured", "bound", "met"), rows, "lrrl"), ""]
+    return out
 
 
 def _stage_key(stage: str) -> tuple[int, str]:
@@ -529,6 +571,43 @@ def _tc_figure(series: Mapping[str, Sequence[float]], tc: Mapping[str, Any]) -> 
     return fig
 
 
+def _birds_eye_figure(samples: Sequence[Any]) -> Figure | None:
+    """Predicted beside true, from above: grid (free light, occupied dark, unknown grey), lane boundaries and
+    obstacle contacts with their velocities; one row per sampled time step (one per bag, at most four)."""
+    from matplotlib.figure import Figure
+
+    samples = list(samples)[:4]
+    if not samples:
+        return None
+    fig = Figure(figsize=(10, 2.6 * len(samples) + 0.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(len(samples), 2, squeeze=False)
+    shade = np.array([0.75, 0.97, 0.25])  # unknown, free, occupied (as grey levels)
+    for row, sample in zip(axes, samples, strict=True):
+        spec = sample.spec
+        extent = (spec.x_min, spec.x_max, spec.y_min, spec.y_max)
+        panels = ((sample.grid, sample.lanes, sample.obstacles, "predicted"),
+                  (sample.truth_grid, sample.truth_lanes, sample.truth_obstacles, "ground truth"))
+        for ax, (grid, lanes, obstacles, title) in zip(row, panels, strict=True):
+            levels = np.select([grid == 0, grid == 100], [shade[1], shade[2]], shade[0])
+            ax.imshow(levels, origin="lower", extent=extent, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            for lane in lanes:
+                ax.plot(lane[:, 0], lane[:, 1], color="tab:orange", lw=1.2)
+            for (x, y), velocity in obstacles:
+                ax.plot(x, y, "o", color="tab:red", ms=3)
+                if velocity is not None:
+                    ax.arrow(x, y, velocity[0], velocity[1], color="tab:red", width=0.05, head_width=0.6)
+            ax.plot(0, 0, marker=">", color="tab:blue", ms=8)
+            ax.set_xlim(spec.x_min, spec.x_max)
+            ax.set_ylim(spec.y_min, spec.y_max)
+            ax.set_aspect("equal")
+            ax.set_title(f"{title}: {sample.bag} at {_stamp(sample.stamp_ns)} s", loc="left", fontsize=8)
+            ax.set_xlabel("x forward [m]", fontsize=8)
+            ax.set_ylabel("y left [m]", fontsize=8)
+    fig.suptitle("Bird's-eye view in base_link: grid (free light, occupied dark), lanes (orange), obstacles and "
+                 "velocities (red, metres per second)", fontsize=9)
+    return fig
+
+
 def _blend(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     blended = cv2.addWeighted(image, 1.0 - OVERLAY_ALPHA, colorize(labels), OVERLAY_ALPHA, 0.0)
     # ignore pixels keep the plain image: blending in the palette's black would only darken them
@@ -635,7 +714,8 @@ def _json_default(value: Any) -> Any:
 
 
 def write_report(out_dir: Path, report: dict[str, Any], *, latency_samples: Mapping[str, Sequence[float]],
-                 tc_series: Mapping[str, Sequence[float]], overlays: Sequence[OverlaySample]) -> dict[str, Any]:
+                 tc_series: Mapping[str, Sequence[float]], overlays: Sequence[OverlaySample],
+                 birds_eye: Sequence[Any] = ()) -> dict[str, Any]:
     """Validate ``report``, write plots/*.png, report.md and report.json into ``out_dir``; returns the outputs.
 
     The returned mapping (also stored as report.json's "outputs") holds paths relative to ``out_dir``:
@@ -653,6 +733,7 @@ def write_report(out_dir: Path, report: dict[str, Any], *, latency_samples: Mapp
         "class_iou": lambda: None if metrics is None else _class_iou_figure(metrics),
         "temporal_consistency": lambda: _tc_figure(tc_series, report["temporal_consistency"]),
         "overlays": lambda: _overlay_figure(overlays),
+        "birds_eye": lambda: _birds_eye_figure(birds_eye),
     }
     plots: dict[str, str] = {}
     for name in PLOT_NAMES:
