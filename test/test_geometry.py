@@ -242,3 +242,22 @@ def test_lane_boundaries_in_metres_with_their_style() -> None:
     across = mask.copy()
     across |= _painted_lines("front", [(0.0, 6.0, 0.4, 30.0)]) & (np.arange(512)[:, None] > 300)
     assert len(fit_lane_boundaries(across, projector)) == 3
+
+
+def test_lane_boundaries_alike_from_any_nonzero_mask_type_and_size() -> None:
+    from seg_perception.geometry.lanes import fit_lane_boundaries
+
+    _, projector = _rig_geometry("front")
+    mask = _painted_lines("front", [(1.75, 0.15, 0.0, 0.0), (-1.75, 0.15, 3.0, 6.0)])
+    odd = np.zeros((513, 1025), np.uint8)  # an odd last row and column are left out of the 2x2 pooling
+    odd[:512, :1024] = mask
+
+    def summary(boundaries):
+        return [(b.coefficients, b.style, b.confidence, b.length_m) for b in boundaries]
+
+    reference = summary(fit_lane_boundaries(mask, projector))
+    assert len(reference) == 2
+    for other in (mask > 0, mask // 255 * 7, odd):
+        assert summary(fit_lane_boundaries(other, projector)) == reference
+    for shape in [(1, 10), (10, 1), (0, 0)]:  # too small to pool: nothing, not an error
+        assert fit_lane_boundaries(np.ones(shape, np.uint8), projector) == []

@@ -22,6 +22,9 @@ _SAMPLES_PER_COMPONENT = 400  # projected pixels per component: plenty for a qua
 _JOIN_LATERAL_M = 0.35  # dashes of one line continue each other within this lateral offset
 _JOIN_OVERLAP_M = 1.0  # ... and may overlap along x by this much (a line broken where it thins out)
 _DASH_GAP_M = 1.0  # a gap along x longer than this between a group's pieces makes it dashed
+# entry (j, k) of a polynomial's normal matrix is the sum of u^(j + k): five sums fill the 3x3
+_HANKEL = np.add.outer(np.arange(3), np.arange(3))
+_RIDGE = 1e-9 * np.eye(3)
 
 
 @dataclass(frozen=True)
@@ -33,90 +36,103 @@ class LaneBoundary:
     length_m: float  # along the curve, from the nearest to the farthest marking seen
 
 
-def _polyfit(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
-    """Least-squares polynomial coefficients (low order first) from the normal equations: a few hundred
-    points and a 3x3 solve, far cheaper per call than numpy's general lstsq on small inputs."""
-    powers = np.stack([x**k for k in range(degree + 1)])
-    return np.linalg.solve(powers @ powers.T + 1e-9 * np.eye(degree + 1), powers @ y)
-
-
 def _quadratic(coefficients: np.ndarray, x: np.ndarray | float) -> np.ndarray | float:
     """y = a + b x + c x^2 (numpy's polynomial classes cost more per call than the arithmetic)."""
     a, b, c = coefficients
     return a + (b + c * x) * x
 
 
-def _fit(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Robust quadratic (a, b, c) of y(x), and the inlier mask: least squares, then again without points
-    beyond 3 median absolute deviations (0.05 m at least)."""
-    x, y = points[:, 0], points[:, 1]
-    degree = 2 if np.ptp(x) > 8.0 else 1  # a short piece cannot tell a curve from a slant
-    centre = float(x.mean())  # fitted about the centre: powers of tens of metres stay well conditioned
-    inliers = np.ones(len(x), bool)
+def _median(values: np.ndarray) -> float:
+    """np.median's value without its per-call overhead (a partial sort is all it takes)."""
+    half = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, half)[half])
+    low, high = np.partition(values, (half - 1, half))[half - 1:half + 1]
+    return float((low + high) / 2)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Robust quadratics (G, 3) of y(x), a + b x + c x^2, one per group of points (stored one after
+    another, ``sizes`` each), and the inlier mask: least squares, then again without points beyond 3
+    median absolute deviations (0.05 m at least). The groups' sums and solves are batched: on a few
+    hundred points numpy's per-call overhead, not the arithmetic, is what costs."""
+    starts = np.cumsum(sizes) - sizes
+    spans = list(pairwise([*starts.tolist(), len(x)]))
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    # a short group cannot tell a curve from a slant: fitted as a line, its c pinned to 0 (identity row/column)
+    straight = np.maximum.reduceat(x, starts) - np.minimum.reduceat(x, starts) <= 8.0
+    centre = np.add.reduceat(x, starts) / sizes  # about the centre: powers of tens of metres stay well conditioned
+    u = x - centre[group]
+    u2 = u * u
+    # the normal equations need only the sums of u^0..u^4 and y u^0..u^2 over the points kept
+    moments = np.stack([np.ones_like(u), u, u2, u2 * u, u2 * u2, y, y * u, y * u2])
+    kept = np.ones(len(x), bool)
     for _ in range(2):
-        local = np.pad(_polyfit(x[inliers] - centre, y[inliers], degree), (0, 2 - degree))
-        residual = np.abs(y - _quadratic(local, x - centre))
-        spread = max(0.05, 3.0 * float(np.median(residual[inliers])))
-        inliers = residual <= spread
+        sums = np.add.reduceat(moments * kept, starts, axis=1).T
+        normal, rhs = sums[:, _HANKEL] + _RIDGE, sums[:, 5:]
+        normal[straight, 2, :] = normal[straight, :, 2] = (0.0, 0.0, 1.0)
+        rhs[straight, 2] = 0.0
+        local = np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
+        residual = np.abs(y - _quadratic(local[group].T, u))
+        spread = [max(0.05, 3.0 * _median(residual[a:b][kept[a:b]])) for a, b in spans]
+        kept = residual <= np.repeat(spread, sizes)
     # back to powers of x itself: l0 + l1 (x - m) + l2 (x - m)^2
-    l0, l1, l2 = local
-    return np.array([l0 - l1 * centre + l2 * centre * centre, l1 - 2.0 * l2 * centre, l2]), inliers
+    l0, l1, l2 = local.T
+    return np.stack([l0 - l1 * centre + l2 * centre * centre, l1 - 2.0 * l2 * centre, l2], 1), kept
 
 
-def fit_lane_boundaries(lane_mask: np.ndarray, projector: GroundProjector, *, min_pixels: int = 3,
-                        max_range_m: float = 60.0, step_m: float = 1.0) -> list[LaneBoundary]:
-    """Boundaries in one (H, W) lane-marking mask (nonzero = marking) of the projector's camera.
-
-    The mask is max-pooled 2x2 first (a one-pixel far line survives; components, pixels and Python work
-    drop fourfold); ``min_pixels`` counts pooled pixels."""
+def _component_samples(lane_mask: np.ndarray, min_pixels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pixels (x, y) of the max-pooled mask, an even sample of each component of ``min_pixels`` or more,
+    component after component, as full-resolution pixel coordinates of their centres; and the sample's
+    size per component. None without any."""
     height, width = lane_mask.shape
-    _, marked = cv2.threshold(np.ascontiguousarray(lane_mask[:height // 2 * 2, :width // 2 * 2], np.uint8), 0, 255,
-                              cv2.THRESH_BINARY)
-    # the 2x2 mean (of 0/255) is above 0 exactly where any of the four is marked: a max-pool in one call
-    pooled = cv2.resize(marked, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(pooled, connectivity=8)
-    found = cv2.findNonZero(pooled)  # every marking pixel once; grouped by component below, not searched per one
-    if found is None:
-        return []
-    found = found.reshape(-1, 2)  # (x, y) rows; OpenCV versions differ in the extra axis
-    xs, ys = found[:, 0], found[:, 1]
-    component_of = labels[ys, xs]
-    order = np.argsort(component_of, kind="stable")
-    bounds = np.searchsorted(component_of[order], np.arange(1, count + 1))
-    segments = []
-    for component in range(1, count):
-        if stats[component, cv2.CC_STAT_AREA] >= min_pixels:
-            members = order[bounds[component - 1]:bounds[component]]
-            segments.append(members[::-(-len(members) // _SAMPLES_PER_COMPONENT)])  # an even, fixed sample
-    if not segments:
-        return []
-    lengths = np.array([len(members) for members in segments])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    every = np.concatenate(segments)
+    mask = lane_mask[:height // 2 * 2, :width // 2 * 2]
+    # a boolean mask is read as its 0/1 bytes, without a converted copy
+    mask = np.ascontiguousarray(mask.view(np.uint8) if mask.dtype == bool else mask, np.uint8)
+    # a max-pool (any of the four marked) without touching the full-resolution mask twice: each pair of
+    # bytes along a row read as one uint16, OR-ed with the row below, then saturated back to one byte
+    pairs = mask.view(np.uint16)
+    pooled = cv2.convertScaleAbs(cv2.bitwise_or(pairs[0::2], pairs[1::2]))
+    # labelled only within the marking's bounding box (the sky and bonnet rows are empty): the same
+    # components in the same scan order, at half the cost or less
+    left, top, box_width, box_height = cv2.boundingRect(pooled)
+    if box_width == 0:
+        return None
+    box = pooled[top:top + box_height, left:left + box_width]
+    count, labels = cv2.connectedComponents(box, connectivity=8)  # no stats: they cost ~4x the labelling
+    found = cv2.findNonZero(box).reshape(-1, 2)  # (x, y) rows, scan order; OpenCV versions differ in the extra axis
+    component_of = labels[found[:, 1], found[:, 0]]
+    order = np.argsort(component_of, kind="stable")  # grouped by component, each still in scan order
+    sizes = np.bincount(component_of, minlength=count)
+    ends = np.cumsum(sizes)  # component c is order[ends[c] - sizes[c]:ends[c]]
+    samples = [order[ends[c] - sizes[c]:ends[c]:-(-sizes[c] // _SAMPLES_PER_COMPONENT)]  # an even, fixed sample
+               for c in (np.flatnonzero(sizes[1:] >= min_pixels) + 1).tolist()]
+    if not samples:
+        return None
     # pooled pixel (i, j) covers full-resolution pixels 2i..2i+1: its centre is at 2i + 0.5
-    ground = projector.to_ground(np.stack([xs[every], ys[every]], 1).astype(np.float64) * 2.0 + 0.5)
-    x, y = ground[:, 0], ground[:, 1]
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(x) & np.isfinite(y) & (np.hypot(x, y) <= max_range_m)
-    # every piece's extent and least-squares line at once, by segment sums (no Python loop over pixels)
-    x_min, x_max = (np.fmin.reduceat(np.where(valid, x, np.nan), starts),
-                    np.fmax.reduceat(np.where(valid, x, np.nan), starts))
-    y_min, y_max = (np.fmin.reduceat(np.where(valid, y, np.nan), starts),
-                    np.fmax.reduceat(np.where(valid, y, np.nan), starts))
-    x0, y0 = np.where(valid, x, 0.0), np.where(valid, y, 0.0)
-    n = np.add.reduceat(valid.astype(np.float64), starts)
-    sx, sy = np.add.reduceat(x0, starts), np.add.reduceat(y0, starts)
-    sxx, sxy = np.add.reduceat(x0 * x0, starts), np.add.reduceat(x0 * y0, starts)
+    centres = found[np.concatenate(samples)] * 2.0 + (2.0 * left + 0.5, 2.0 * top + 0.5)
+    return centres, np.array([len(members) for members in samples])
+
+
+def _pieces(ground: np.ndarray, valid: np.ndarray, lengths: np.ndarray) -> dict[int, tuple]:
+    """Per usable piece (component) index: its x extent, its least-squares line (as quadratic coefficients)
+    and its mean point (well determined even where the line is not). Computed for all pieces at once by
+    segment sums; a piece across the road (a stop line or a crosswalk bar) is not a boundary."""
+    starts = np.cumsum(lengths) - lengths
+    seen = np.where(valid[:, None], ground, np.nan)  # fmin/fmax pass over NaN
+    (x_min, y_min), (x_max, y_max) = np.fmin.reduceat(seen, starts).T, np.fmax.reduceat(seen, starts).T
+    x, y = np.where(valid[:, None], ground, 0.0).T
+    n, sx, sy, sxx, sxy = np.add.reduceat(np.stack([valid, x, y, x * x, x * y]), starts, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = (sxy - sx * sy / n) / np.maximum(sxx - sx * sx / n, 1e-12)
         intercept = (sy - slope * sx) / n
-        # across the road (a stop line or a crosswalk bar) is not a boundary
         usable = (n >= 3) & (x_max - x_min >= 0.5) & (y_max - y_min <= x_max - x_min)
-    piece_of_point = np.repeat(np.arange(len(segments)), lengths)
-    # per piece: x extent, its line, and its mean point (well determined even where the line is not)
-    pieces = {int(i): (float(x_min[i]), float(x_max[i]), np.array([intercept[i], slope[i], 0.0]),
-                       float(sx[i] / n[i]), float(sy[i] / n[i])) for i in np.flatnonzero(usable)}
+    return {int(i): (float(x_min[i]), float(x_max[i]), (float(intercept[i]), float(slope[i]), 0.0),
+                     float(sx[i] / n[i]), float(sy[i] / n[i])) for i in np.flatnonzero(usable)}
 
+
+def _join(pieces: dict[int, tuple]) -> list[list[int]]:
+    """Pieces (nearest first) that continue one another laterally, as groups: the dashes of one line."""
     groups: list[list[int]] = []
     for index in sorted(pieces, key=lambda i: pieces[i][0]):
         start, _, _, mean_x, mean_y = pieces[index]
@@ -128,19 +144,52 @@ def fit_lane_boundaries(lane_mask: np.ndarray, projector: GroundProjector, *, mi
                 break
         else:
             groups.append([index])
+    return groups
 
+
+def _boundaries(x: np.ndarray, y: np.ndarray, groups: list[list[int]], sizes: np.ndarray,
+                pieces: dict[int, tuple], step_m: float) -> list[LaneBoundary]:
+    """The groups' robust curves (points stored group after group, ``sizes`` each), each sampled every
+    ``step_m`` of x over its inliers, and their styles."""
+    coefficients, inliers = _fit(x, y, sizes)
+    starts = np.cumsum(sizes) - sizes
+    seen = np.where(inliers, x, np.nan)
+    near, far = np.fmin.reduceat(seen, starts).tolist(), np.fmax.reduceat(seen, starts).tolist()
+    share = (np.add.reduceat(inliers, starts, dtype=np.intp) / sizes).tolist()
     boundaries = []
-    for group in groups:
-        points = ground[valid & np.isin(piece_of_point, group)]
-        coefficients, inliers = _fit(points)
-        x0, x1 = float(points[inliers, 0].min()), float(points[inliers, 0].max())
+    for group, c, x0, x1, inlier_share in zip(groups, coefficients, near, far, share, strict=True):
         xs = np.arange(x0, x1 + 1e-9, step_m) if x1 - x0 >= step_m else np.array([x0, x1])
-        curve = np.stack([xs, _quadratic(coefficients, xs)], 1)
+        curve = np.stack([xs, _quadratic(c, xs)], 1)
         gaps = [pieces[b][0] - pieces[a][1] for a, b in pairwise(group)]
         style = "dashed" if any(gap > _DASH_GAP_M for gap in gaps) else "solid"
         marked_m = sum(pieces[i][1] - pieces[i][0] for i in group)  # metres of marking seen along x
-        length = float(np.hypot(*np.diff(curve, axis=0).T).sum())
-        boundaries.append(LaneBoundary(points_xy=curve, coefficients=tuple(float(c) for c in coefficients),
-                                       style=style, confidence=float(inliers.mean() * min(1.0, marked_m / 10.0)),
-                                       length_m=length))
+        boundaries.append(LaneBoundary(points_xy=curve, coefficients=tuple(c.tolist()), style=style,
+                                       confidence=inlier_share * min(1.0, marked_m / 10.0),
+                                       length_m=float(np.hypot(*np.diff(curve, axis=0).T).sum())))
     return boundaries
+
+
+def fit_lane_boundaries(lane_mask: np.ndarray, projector: GroundProjector, *, min_pixels: int = 3,
+                        max_range_m: float = 60.0, step_m: float = 1.0) -> list[LaneBoundary]:
+    """Boundaries in one (H, W) lane-marking mask (nonzero = marking) of the projector's camera.
+
+    The mask is max-pooled 2x2 first (a one-pixel far line survives; components, pixels and Python work
+    drop fourfold); ``min_pixels`` counts pooled pixels."""
+    sampled = _component_samples(lane_mask, min_pixels)
+    if sampled is None:
+        return []
+    pixels, lengths = sampled
+    ground = projector.to_ground(pixels)
+    valid = np.hypot(ground[:, 0], ground[:, 1]) <= max_range_m  # False for NaN (beyond the horizon) too
+    pieces = _pieces(ground, valid, lengths)
+    groups = _join(pieces)
+    if not groups:
+        return []
+    # each valid point's group (-1: none), then the points group after group, each in its pixels' order
+    group_of_piece = np.full(len(lengths), -1)
+    for index, group in enumerate(groups):
+        group_of_piece[group] = index
+    group_of_point = np.where(valid, np.repeat(group_of_piece, lengths), -1)
+    order = np.argsort(group_of_point, kind="stable")[np.count_nonzero(group_of_point < 0):]
+    sizes = np.bincount(group_of_point[order], minlength=len(groups))
+    return _boundaries(ground[order, 0], ground[order, 1], groups, sizes, pieces, step_m)
