@@ -261,3 +261,35 @@ def test_lane_boundaries_alike_from_any_nonzero_mask_type_and_size() -> None:
         assert summary(fit_lane_boundaries(other, projector)) == reference
     for shape in [(1, 10), (10, 1), (0, 0)]:  # too small to pool: nothing, not an error
         assert fit_lane_boundaries(np.ones(shape, np.uint8), projector) == []
+
+
+def _quaternion_xyzw(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    w = math.sqrt(max(0.0, 1 + np.trace(rotation))) / 2
+    x = math.copysign(math.sqrt(max(0.0, 1 + rotation[0, 0] - rotation[1, 1] - rotation[2, 2])) / 2,
+                      rotation[2, 1] - rotation[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1 - rotation[0, 0] + rotation[1, 1] - rotation[2, 2])) / 2,
+                      rotation[0, 2] - rotation[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1 - rotation[0, 0] - rotation[1, 1] + rotation[2, 2])) / 2,
+                      rotation[1, 0] - rotation[0, 1])
+    return x, y, z, w
+
+
+@pytest.mark.parametrize("mount", [Mount(1.2, -0.3, 1.5, roll=0.02, pitch=0.05, yaw=2.9),
+                                   Mount(0.0, 0.0, 1.45, pitch=math.radians(2.0), yaw=math.radians(-55.0)),
+                                   Mount(-0.8, 0.4, 2.0, roll=-0.1, pitch=0.3, yaw=-1.2)])
+def test_mount_from_a_tf_transform_of_the_optical_frame(mount):
+    back = Mount.from_transform((mount.x, mount.y, mount.z), _quaternion_xyzw(mount.rotation()))
+    assert np.allclose([back.x, back.y, back.z, back.roll, back.pitch, back.yaw],
+                       [mount.x, mount.y, mount.z, mount.roll, mount.pitch, mount.yaw], atol=1e-9)
+
+
+def test_mount_from_the_usual_forward_optical_frame_and_a_body_frame():
+    # the optical frame of a level forward camera, as robot descriptions publish it: rpy (-pi/2, 0, -pi/2)
+    level = Mount.from_transform((0.0, 0.0, 1.5), (-0.5, 0.5, -0.5, 0.5))
+    assert np.allclose([level.roll, level.pitch, level.yaw], 0.0, atol=1e-12)
+    # a body frame (x forward) yawed 90 degrees to the left
+    half = math.sqrt(0.5)
+    left = Mount.from_transform((0.0, 0.0, 1.5), (0.0, 0.0, half, half), optical=False)
+    assert left.yaw == pytest.approx(math.pi / 2) and abs(left.pitch) < 1e-12
+    with pytest.raises(GeometryError, match="quaternion"):
+        Mount.from_transform((0.0, 0.0, 1.5), (0.0, 0.0, 0.0, 0.0))

@@ -115,6 +115,29 @@ class Mount:
     def position(self) -> np.ndarray:
         return np.array([self.x, self.y, self.z])
 
+    @classmethod
+    def from_transform(cls, translation: tuple[float, float, float],
+                       quaternion_xyzw: tuple[float, float, float, float], *, optical: bool = True) -> Mount:
+        """The mount from a TF transform of the camera's frame in ``base_link`` (``/tf_static``): the image
+        header's frame is the optical frame (z forward, x right, y down) unless ``optical`` is False (a REP-103
+        body frame: x forward, y left, z up)."""
+        q = np.asarray(quaternion_xyzw, np.float64)
+        norm = float(np.linalg.norm(q))
+        if not (math.isfinite(norm) and norm > 1e-9):
+            raise GeometryError(f"camera transform rotation is not a quaternion: {tuple(quaternion_xyzw)}")
+        x, y, z, w = q / norm
+        rotation = np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ])
+        body = rotation @ _BODY_FROM_OPTICAL.T if optical else rotation  # undo the optical axes
+        # body = Rz(yaw) Ry(pitch) Rx(roll): the angles back out of its first column and last row
+        pitch = math.asin(max(-1.0, min(1.0, -body[2, 0])))
+        yaw = math.atan2(body[1, 0], body[0, 0])
+        roll = math.atan2(body[2, 1], body[2, 2])
+        return cls(*(float(v) for v in translation), roll=roll, pitch=pitch, yaw=yaw)
+
     def rotation(self) -> np.ndarray:
         """3x3 taking optical-frame directions to ``base_link``."""
         cr, sr = math.cos(self.roll), math.sin(self.roll)
