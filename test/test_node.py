@@ -362,3 +362,62 @@ def test_camera_info_is_taken_refused_with_its_reason_and_replaced_in_process(ro
         assert node.pipeline.geometry["front"] is geometry
     finally:
         node.destroy_node()
+
+
+def test_mounts_from_tf_static_in_process(ros_context, tmp_path: Path, monkeypatch) -> None:
+    """geometry.mounts_from_tf: the node takes each camera's pose from TF for the frame of its camera_info, waits
+    (and says so) while TF does not know the frame, and refuses to start without tf2_ros. tf2_ros has no PyPI
+    wheel, so a small stand-in with its interface plays it here; the real one is not run by this suite."""
+    import types
+
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo
+
+    from seg_perception.ros_io.node import PerceptionNode
+    from seg_perception.ros_io.params import ParamsError, flatten, load_param_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    nested = load_param_file(_params(tmp_path, backend="torch", cameras=["front"]))
+    nested["geometry"]["mounts_from_tf"] = True
+    overrides = [Parameter(k, value=v) for k, v in flatten(nested).items()]
+    monkeypatch.setitem(sys.modules, "tf2_ros", None)  # as here: not installed
+    with pytest.raises(ParamsError, match=r"geometry\.mounts_from_tf: needs tf2_ros"):
+        PerceptionNode(context=ros_context, parameter_overrides=overrides)
+
+    class LookupException(Exception):
+        pass
+
+    transforms: dict[tuple[str, str], TransformStamped] = {}
+
+    class Buffer:
+        def lookup_transform(self, target, source, time):
+            if (target, source) not in transforms:
+                raise LookupException(f"{source} unknown")
+            return transforms[(target, source)]
+
+    fake = types.SimpleNamespace(Buffer=Buffer, TransformListener=lambda buffer, node: None,
+                                 LookupException=LookupException, ConnectivityException=LookupException,
+                                 ExtrapolationException=LookupException)
+    monkeypatch.setitem(sys.modules, "tf2_ros", fake)
+    node = PerceptionNode(context=ros_context, parameter_overrides=overrides)
+    try:
+        info = CameraInfo(width=640, height=320, distortion_model="plumb_bob", d=[0.0] * 5,
+                          k=[300.0, 0.0, 319.5, 0.0, 300.0, 159.5, 0.0, 0.0, 1.0])
+        info.header.frame_id = "front_optical_frame"
+        node._on_camera_info("front", info)
+        assert node.geometry_state["front"] == "waiting for the transform base_link -> 'front_optical_frame' on TF"
+        assert "front" not in node.pipeline.geometry
+        published = TransformStamped()
+        published.transform.translation.x, published.transform.translation.z = 1.2, 1.6
+        # a level forward optical frame, as robot descriptions publish it: rpy (-pi/2, 0, -pi/2)
+        q = published.transform.rotation
+        q.x, q.y, q.z, q.w = -0.5, 0.5, -0.5, 0.5
+        transforms[("base_link", "front_optical_frame")] = published
+        node._on_camera_info("front", info)  # the same camera_info again: asked once more, now known
+        assert node.geometry_state["front"] == "metres"
+        mount = node.pipeline.geometry["front"].mount
+        assert (mount.x, mount.z) == pytest.approx((1.2, 1.6))
+        assert (mount.roll, mount.pitch, mount.yaw) == pytest.approx((0.0, 0.0, 0.0), abs=1e-9)
+    finally:
+        node.destroy_node()

@@ -45,7 +45,7 @@ LAUNCH_FILES = ("perception.launch.py", "replay.launch.py")
 READ_ONLY = {
     "cameras", "model_path", "backend", "precision", "device", "input_width", "input_height", "input_transport",
     "sync_camera_info", "intra_op_threads", "engine_cache_dir", "roles_config", "geometry.enabled", "geometry.mounts",
-    "geometry.grid_resolution_m", "geometry.grid_extent_m",
+    "geometry.mounts_from_tf", "geometry.grid_resolution_m", "geometry.grid_extent_m",
     "qos.input_reliability", "qos.input_depth", "qos.output_reliability", "qos.output_depth",
 }
 # What replay.launch.py may use of the `seg-perception` CLI: subcommand -> its flags.
@@ -111,7 +111,7 @@ def test_every_object_level_is_closed_and_requires_all_its_keys() -> None:
 
 def test_every_parameter_is_described_and_typed() -> None:
     specs = parameter_specs()
-    assert len(specs) == 43
+    assert len(specs) == 44
     for name, spec in specs.items():
         assert spec.get("description", "").strip(), name
         assert spec["type"] in {"string", "number", "integer", "boolean", "array"}, name

@@ -132,6 +132,7 @@ class PerceptionNode(Node):
             from nav_msgs.msg import OccupancyGrid
 
             g = self.settings.geometry
+            self.tf_buffer = self._listen_to_tf_static() if g.mounts_from_tf else None
             self.grid_spec = GridSpec(g.grid_resolution_m, *g.grid_extent_m)
             self.pipeline.set_grid(self.grid_spec, max_age_s=self.settings.max_frame_age_s)
             self.grid_publisher = self.create_publisher(OccupancyGrid, "~/out/drivable_grid", output_qos)
@@ -235,6 +236,34 @@ class PerceptionNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
+    def _listen_to_tf_static(self):
+        """geometry.mounts_from_tf: the camera poses come from TF (tf2_ros: not on PyPI, so only with a ROS
+        install); without tf2_ros the node does not start, rather than fall back to the parameters' mounts."""
+        try:
+            import tf2_ros
+        except ImportError as error:
+            raise ParamsError("parameters", {"geometry.mounts_from_tf": "needs tf2_ros, which is not installed "
+                                             "here (it has no PyPI wheel); set it to false and give the poses "
+                                             "in geometry.mounts"}) from error
+        buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(buffer, self)
+        return buffer
+
+    def _mount(self, camera: str, frame_id: str) -> Mount | None:
+        """The camera's pose in base_link: from the parameters, or from TF for the frame of its camera_info
+        (an optical frame, by ROS convention); None while TF does not know that frame yet."""
+        if self.tf_buffer is None:
+            return Mount(*self.settings.mount_of(camera))
+        import tf2_ros
+        from rclpy.time import Time
+
+        try:
+            stamped = self.tf_buffer.lookup_transform(GROUND_FRAME_ID, frame_id, Time())
+        except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException):
+            return None
+        t, q = stamped.transform.translation, stamped.transform.rotation
+        return Mount.from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
     def _on_camera_info(self, camera: str, info) -> None:
         """New intrinsics give the camera's obstacles metres; refused ones take them away, with the reason."""
         if not self.settings.geometry.enabled:
@@ -245,11 +274,16 @@ class PerceptionNode(Node):
         self._camera_info_seen[camera] = seen
         try:
             intrinsics = Intrinsics.from_camera_info(info)
-            mount = Mount(*self.settings.mount_of(camera))
+            mount = self._mount(camera, info.header.frame_id)
         except GeometryError as error:
             self.pipeline.set_geometry(camera, None)
             self.geometry_state[camera] = f"camera_info refused: {error}"
             self.get_logger().warning(f"camera {camera}: pixel outputs only, camera_info refused: {error}")
+            return
+        if mount is None:
+            del self._camera_info_seen[camera]  # asked again with the next camera_info
+            self.geometry_state[camera] = (f"waiting for the transform {GROUND_FRAME_ID} -> "
+                                           f"'{info.header.frame_id}' on TF")
             return
         # Replacing the dict entry is atomic: the worker's next frame of this camera uses it.
         self.pipeline.set_geometry(camera, CameraGeometry(intrinsics, mount, self.settings.geometry.max_range_m))
