@@ -149,7 +149,7 @@ def test_mcap_bag_reads_with_mcap_ros2_support(bags: dict[str, Path]) -> None:
             stamp = ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec
             np.testing.assert_array_equal(pixels, expected[stamp].image)
     assert seen["/front/image_raw"] == 3 and seen["/front_left/labels/semantic"] == 3
-    assert len(seen) == len(CAMERAS) * 6
+    assert len(seen) == len(CAMERAS) * 6 + 2  # and the rig's ground truth: /labels/lanes, /labels/obstacles
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:

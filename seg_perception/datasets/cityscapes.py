@@ -12,6 +12,10 @@ plus two masks of ours beside the gtFine files (Cityscapes annotates lane markin
 
     gtFine/<split>/<city>/<stem>_gtFine_laneMarkings.png                 0/255
     gtFine/<split>/<city>/<stem>_gtFine_drivable.png                     0/255
+
+and, for synthetic data, lane boundaries and obstacles in metres in base_link (see synth.ground_truth):
+
+    gtGeometry/<split>/<city>/<stem>_gtGeometry.json
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ COLOR_SUFFIX = "_gtFine_color.png"
 LANE_SUFFIX = "_gtFine_laneMarkings.png"
 DRIVABLE_SUFFIX = "_gtFine_drivable.png"
 CAMERA_SUFFIX = "_camera.json"
+GEOMETRY_FOLDER = "gtGeometry"
+GEOMETRY_SUFFIX = "_gtGeometry.json"
 
 
 class DatasetError(ValueError):
@@ -60,6 +66,12 @@ class CityscapesSample:
         return self.stem.split("_")[0]
 
 
+def geometry_path(root: Path | str, split: str, city: str, sequence: int, frame: int) -> Path:
+    """Where a sample's ground-truth geometry (lanes and obstacles in metres) lies."""
+    stem = sample_stem(city, sequence, frame)
+    return Path(root) / GEOMETRY_FOLDER / split / city / f"{stem}{GEOMETRY_SUFFIX}"
+
+
 def _write_png(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), array):
@@ -69,9 +81,10 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 def write_sample(
     root: Path, split: str, city: str, sequence: int, frame: int, *,
     image_rgb: np.ndarray, train_ids: np.ndarray, instance_ids: np.ndarray,
-    lane: np.ndarray, drivable: np.ndarray, camera: dict | None = None,
+    lane: np.ndarray, drivable: np.ndarray, camera: dict | None = None, geometry: dict | None = None,
 ) -> CityscapesSample:
-    """Write one sample; ``train_ids`` in our label space (lane_marking is stored as road + lane mask)."""
+    """Write one sample; ``train_ids`` in our label space (lane_marking is stored as road + lane mask).
+    ``camera`` and ``geometry`` (JSON-able dicts) go to the camera and gtGeometry files when given."""
     stem = sample_stem(city, sequence, frame)
     image_dir = root / "leftImg8bit" / split / city
     gt_dir = root / "gtFine" / split / city
@@ -90,6 +103,10 @@ def write_sample(
         camera_path = root / "camera" / split / city / f"{stem}{CAMERA_SUFFIX}"
         camera_path.parent.mkdir(parents=True, exist_ok=True)
         camera_path.write_text(json.dumps(camera, indent=2))
+    if geometry is not None:
+        path = geometry_path(root, split, city, sequence, frame)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(geometry, separators=(",", ":")))  # compact: ~600 numbers a frame
     return sample
 
 

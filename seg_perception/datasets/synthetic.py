@@ -10,6 +10,16 @@ Both outputs carry the same exact ground truth. In a bag, each camera ``<cam>`` 
     /<cam>/labels/lane          sensor_msgs/Image mono8, 0/255
 
 all stamped with the capture time (header.stamp and the bag's log time), frame_id ``<cam>_optical_frame``.
+Per time step, the exact geometry in metres in ``base_link`` (see ``seg_perception.synth.ground_truth``):
+
+    /labels/lanes               seg_perception_msgs/LaneBoundaryArray, every painted marking line
+    /labels/obstacles           seg_perception_msgs/ObstacleList, every visible thing instance: position =
+                                ground contact, velocity relative to base_link
+
+stamped with the step's capture time, frame_id ``base_link``; the bag's metadata (``seg_perception.synth``)
+holds the rig's camera mounts under ``rig`` (as ``camera_mount``). A Cityscapes folder holds the same
+geometry in ``gtGeometry/<split>/<city>/<stem>_gtGeometry.json`` (read it with
+``seg_perception.synth.ground_truth.read_ground_truth``).
 
 ``variety=True`` (``seg-perception synth --variety``) writes the opt-in harder scenes of
 ``seg_perception.synth.config.Variety`` (motorcycles with riders, crosswalks, dusk/night, rain) and records
@@ -19,6 +29,7 @@ was before the option existed, so the recorded held-out splits (seed 2000 etc.) 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -39,6 +50,9 @@ if TYPE_CHECKING:  # rosbags is needed to write bags only, not image folders (GP
     from seg_perception.bags.writer import BagWriter, Storage
 
 OutputFormat = Literal["cityscapes", "bag"]
+GROUND_TRUTH_LANES_TOPIC = "/labels/lanes"
+GROUND_TRUTH_OBSTACLES_TOPIC = "/labels/obstacles"
+GROUND_TRUTH_FRAME_ID = "base_link"
 
 
 def manifest_path(out: Path, fmt: OutputFormat, split: str) -> Path:
@@ -82,6 +96,13 @@ def camera_json(camera: CameraModel) -> dict[str, Any]:
     }
 
 
+def camera_mount(camera: CameraModel) -> dict[str, float]:
+    """The camera's mount in base_link as ``seg_perception.geometry.camera.Mount`` takes it (metres, radians;
+    positive pitch looks down, positive yaw to the left): the extrinsics of ``camera_json``."""
+    return {"x": 0.0, "y": 0.0, "z": camera.mount_height_m, "roll": 0.0, "pitch": math.radians(camera.pitch_deg),
+            "yaw": math.radians(camera.yaw_deg)}
+
+
 @dataclass(frozen=True)
 class SynthJob:
     """One sequence to render and write (picklable, for worker processes)."""
@@ -119,7 +140,7 @@ def _write_cityscapes(job: SynthJob, progress: Any) -> None:
                 pending.append(writers.submit(
                     cityscapes.write_sample, job.out, job.split, city_name(name), frame.sequence, frame.index,
                     image_rgb=frame.image, train_ids=frame.semantic, instance_ids=frame.instance, lane=frame.lane,
-                    drivable=frame.drivable, camera=camera_json(frame.camera),
+                    drivable=frame.drivable, camera=camera_json(frame.camera), geometry=frame.ground_truth,
                 ))
             # Bounded queue: never hold more than a few rendered frames in memory.
             while len(pending) > 4 * len(step):
@@ -141,17 +162,60 @@ def _camera_info(bag: BagWriter, frame: SynthFrame, header: Any) -> Any:
     )
 
 
+def _lanes_msg(bag: BagWriter, truth: dict[str, Any], header: Any) -> Any:
+    types = bag.typestore.types
+    point = types["geometry_msgs/msg/Point"]
+    boundaries = []
+    for lane in truth["lanes"]:
+        xy = np.asarray(lane["points_xy"], np.float64).reshape(-1, 2)
+        boundaries.append(types["seg_perception_msgs/msg/LaneBoundary"](
+            points=[point(x=float(x), y=float(y), z=0.0) for x, y in xy], coefficients=np.zeros(3, np.float32),
+            style=lane["style"], confidence=1.0, length_m=float(np.hypot(*np.diff(xy, axis=0).T).sum()),
+            camera=""))
+    return types["seg_perception_msgs/msg/LaneBoundaryArray"](header=header, boundaries=boundaries)
+
+
+def _obstacles_msg(bag: BagWriter, truth: dict[str, Any], header: Any) -> Any:
+    types = bag.typestore.types
+    empty_box = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                          do_rectify=False)
+    obstacles = [
+        types["seg_perception_msgs/msg/Obstacle"](
+            instance_id=o["instance_id"], track_id=o["track_id"], class_id=o["train_id"], class_name=o["class_name"],
+            score=1.0, bbox=empty_box, area_px=0, centroid_x_px=0.0, centroid_y_px=0.0, has_position=True,
+            position=types["geometry_msgs/msg/Point"](x=o["contact_xy"][0], y=o["contact_xy"][1], z=0.0),
+            range_m=o["range_m"], bearing_rad=o["bearing_rad"], has_velocity=True,
+            velocity=types["geometry_msgs/msg/Vector3"](x=o["velocity_xy_mps"][0], y=o["velocity_xy_mps"][1], z=0.0),
+            velocity_samples=0)
+        for o in truth["obstacles"]
+    ]
+    return types["seg_perception_msgs/msg/ObstacleList"](header=header, image_width=0, image_height=0,
+                                                         obstacles=obstacles, ground_frame_id=GROUND_TRUTH_FRAME_ID)
+
+
+def _write_ground_truth(bag: BagWriter, step: dict[str, SynthFrame]) -> None:
+    """The step's lanes and obstacles in base_link (its cameras share one ground truth and one stamp)."""
+    frame = next(iter(step.values()))
+    assert frame.ground_truth is not None  # render_sequence attaches it to every frame
+    header = bag.header(frame.stamp_ns, GROUND_TRUTH_FRAME_ID)
+    bag.write(GROUND_TRUTH_LANES_TOPIC, _lanes_msg(bag, frame.ground_truth, header), frame.stamp_ns)
+    bag.write(GROUND_TRUTH_OBSTACLES_TOPIC, _obstacles_msg(bag, frame.ground_truth, header), frame.stamp_ns)
+
+
 def _write_bag(job: SynthJob, progress: Any) -> None:
+    steps = _frames(job)
+    first = next(steps, {})  # the rig as rendered, for the metadata the bag is opened with
     meta: dict[str, Any] = {"seed": job.seed, "sequence": job.sequence, "fps": job.fps}
     if job.variety:  # only then: bags written without it keep their metadata
         meta["variety"] = True
+    meta["rig"] = {name: camera_mount(frame.camera) for name, frame in first.items()}
     custom = {"seg_perception.synth": json.dumps(meta)}
     from seg_perception.bags.writer import BagWriter
 
     with BagWriter(bag_path(job.out, job.sequence), storage=job.storage, custom_data=custom) as bag:
         image_type = bag.typestore.types["sensor_msgs/msg/Image"]
         compressed_type = bag.typestore.types["sensor_msgs/msg/CompressedImage"]
-        for step in _frames(job):
+        for step in itertools.chain([first] if first else [], steps):
             for name, frame in step.items():
                 topics = camera_topics(name)
                 header = bag.header(frame.stamp_ns, topics.frame_id)
@@ -168,6 +232,7 @@ def _write_bag(job: SynthJob, progress: Any) -> None:
                     (topics.lane, frame.lane.astype(np.uint8) * 255, "mono8"),
                 ):
                     bag.write(topic, to_image_msg(array, encoding, header, image_type), frame.stamp_ns)
+            _write_ground_truth(bag, step)
             progress(1)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from seg_perception.datasets.synthetic import GROUND_TRUTH_LANES_TOPIC, GROUND_TRUTH_OBSTACLES_TOPIC
 from seg_perception.evaluation.metric_outputs import (
     MetricOutputScores,
     TruthFrame,
@@ -38,8 +39,8 @@ from seg_perception.geometry.camera import GeometryError, Intrinsics, Mount
 from seg_perception.geometry.grid import CameraGridLookup, GridSpec
 from seg_perception.pipeline.pipeline import CameraGeometry, FrameResult, PerceptionPipeline
 
-TRUTH_LANES_TOPIC = "/labels/lanes"
-TRUTH_OBSTACLES_TOPIC = "/labels/obstacles"
+TRUTH_LANES_TOPIC = GROUND_TRUTH_LANES_TOPIC
+TRUTH_OBSTACLES_TOPIC = GROUND_TRUTH_OBSTACLES_TOPIC
 SYNTH_METADATA_KEY = "seg_perception.synth"
 GROUND_CLASSES = ("road", "lane_marking")  # the ground a lane marking lies on: where it can be seen
 MAX_RANGE_M = 120.0  # the node's default (config/perception.param.yaml geometry.max_range_m)
@@ -63,8 +64,9 @@ class BirdsEyeSample:
 
 def bag_rig(reader: Any) -> dict[str, Mount]:
     """Camera mounts from a synthetic bag's metadata; empty when the bag has none (a real drive)."""
-    for bag in getattr(reader, "readers", []):
-        custom = getattr(getattr(bag, "metadata", None), "custom", None) or {}
+    for bag in reader.readers:
+        storage = getattr(bag, "storage", None)  # rosbag2 readers; ROS 1 bags have no custom metadata
+        custom = getattr(getattr(storage, "metadata", None), "custom", None) or {}
         text = custom.get(SYNTH_METADATA_KEY)
         if not text:
             continue

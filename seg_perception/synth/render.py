@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,6 +30,7 @@ from seg_perception.synth.camera import (
 )
 from seg_perception.synth.config import STREAM_VARIETY, SceneConfig, describe_sequence, stream
 from seg_perception.synth.geometry import Material
+from seg_perception.synth.ground_truth import frame_ground_truth
 from seg_perception.synth.raster import ONE, RAW_INSTANCE_LIMIT, SKY_PRIM, Canvas
 from seg_perception.synth.shading import (
     Look,
@@ -80,6 +83,8 @@ class SynthFrame:
     objects: tuple[ObjectInfo, ...]  # visible thing instances, sorted by instance id
     ego_pose: tuple[float, float, float]  # world x, y (m) and heading (rad) of the ego
     ego_speed_mps: float
+    # the step's lanes and obstacles in metres in base_link (see synth.ground_truth), shared by its cameras
+    ground_truth: dict[str, Any] | None = None
 
 
 def frame_stamp_ns(sequence: int, index: int, fps: float) -> int:
@@ -142,13 +147,16 @@ def _frames(seed: int, sequence: int, num_frames: int, fps: float, cfg: SceneCon
             rig: tuple[CameraModel, ...]) -> Iterator[dict[str, SynthFrame]]:
     world = World(seed, sequence, cfg, num_frames / fps)
     for index in range(num_frames):
-        state = world.state(index / fps, rig)
+        t = index / fps
+        state = world.state(t, rig)
         stamp = frame_stamp_ns(sequence, index, fps)
         step = {}
         for model in rig:  # sensor noise per camera name: a view does not depend on the rest of the rig
             rng = np.random.default_rng((seed, sequence, 99, index, zlib.crc32(model.name.encode())))
             step[model.name] = render_view(world, state, model, rng, sequence, index, stamp)
-        yield step
+        # closed-form trajectories only, no random stream: the rendered frames stay exactly as they were
+        truth = frame_ground_truth(world, t, rig, (o for f in step.values() for o in f.objects), stamp)
+        yield {name: dataclasses.replace(frame, ground_truth=truth) for name, frame in step.items()}
 
 
 # ------------------------------------------------------------------------------------------------ one view
