@@ -128,7 +128,8 @@ def test_pipeline_obstacles_in_metres_against_the_synthetic_ground_truth() -> No
             assert obstacle.bearing_rad == pytest.approx(math.atan2(y, x))
             back = projector.to_pixels(np.array([obstacle.ground_xy_m]))[0]  # the mask's bottom, below centre
             bx, by, bw, bh = obstacle.bbox_xywh
-            assert bx - 1 <= back[0] <= bx + bw and by + bh - 3 <= back[1] <= by + bh + 1
+            if obstacle.class_name != "rider":  # a rider's contact is its two-wheeler's (tested below)
+                assert bx - 1 <= back[0] <= bx + bw and by + bh - 3 <= back[1] <= by + bh + 1
             with_velocity += obstacle.velocity_xy_mps is not None
             assert (obstacle.velocity_xy_mps is None) == (obstacle.velocity_samples < 2)
             mask = result.instances == obstacle.instance_id
@@ -293,3 +294,20 @@ def test_mount_from_the_usual_forward_optical_frame_and_a_body_frame():
     assert left.yaw == pytest.approx(math.pi / 2) and abs(left.pitch) < 1e-12
     with pytest.raises(GeometryError, match="quaternion"):
         Mount.from_transform((0.0, 0.0, 1.5), (0.0, 0.0, 0.0, 0.0))
+
+
+def test_a_rider_touches_the_ground_through_the_two_wheeler_under_it() -> None:
+    from seg_perception.pipeline.pipeline import PerceptionPipeline
+
+    names = ["road", "person", "rider", "car", "bicycle", "motorcycle"]
+    pipeline = SimpleNamespace(card=SimpleNamespace(class_names=names))
+
+    def info(class_id: int, box: tuple[int, int, int, int]) -> SimpleNamespace:
+        x, y, w, h = box
+        return SimpleNamespace(class_id=class_id, bbox_xywh=box, centroid_xy=(x + w / 2, y + h / 2))
+
+    rider, bike = info(2, (100, 50, 20, 40)), info(4, (95, 75, 30, 30))  # feet at 90, the bike down to 105
+    far_rider, far_bike = info(2, (300, 50, 10, 20)), info(5, (400, 60, 20, 20))  # its bike is elsewhere
+    person, car = info(1, (200, 40, 10, 40)), info(3, (90, 70, 50, 40))  # a car behind: not a carrier
+    carriers = PerceptionPipeline._carriers(pipeline, [rider, bike, far_rider, far_bike, person, car])
+    assert carriers == {0: bike}

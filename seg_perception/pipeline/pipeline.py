@@ -30,6 +30,7 @@ from seg_perception.postprocess.roles import ROLE_NAMES, RoleMapping
 
 OUTPUT_RESOLUTIONS = ("model", "camera")
 STAGES = ("preprocess", "inference", "postprocess", "smoothing")
+TWO_WHEELERS = ("bicycle", "motorcycle")  # what a rider stands on: its ground contact is theirs
 
 
 @dataclass(frozen=True)
@@ -329,8 +330,10 @@ class PerceptionPipeline:
         """Ground contact (the bottom edge of the mask's lowest row, below its centroid) in camera pixels,
         projected; velocities from the camera's track history."""
         sx, sy = frame.image.shape[1] / model_size[0], frame.image.shape[0] / model_size[1]
+        carriers = self._carriers(infos)
         contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
-                              (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in infos])
+                              (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5)
+                             for info in (carriers.get(i, info) for i, info in enumerate(infos))])
         ground = projector.to_ground(contacts)
         out = []
         for obstacle, (x, y) in zip(obstacles, ground, strict=True):
@@ -344,6 +347,25 @@ class PerceptionPipeline:
                                velocity_samples=samples))
         self.motion.forget_older_than(frame.stamp_ns)
         return tuple(out)
+
+
+    def _carriers(self, infos) -> dict[int, Any]:
+        """Riders touch the ground through their bicycle or motorcycle: index of each rider -> the two-wheeler
+        instance under it (the one whose box holds the rider's centre column and reaches below the rider's feet,
+        starting no lower than them), whose bottom is the rider's ground contact. Riders without one keep
+        their own bottom."""
+        names = self.card.class_names
+        wheels = [info for info in infos if names[info.class_id] in TWO_WHEELERS]
+        out = {}
+        for index, info in enumerate(infos):
+            if names[info.class_id] != "rider" or not wheels:
+                continue
+            centre, feet = info.centroid_xy[0], info.bbox_xywh[1] + info.bbox_xywh[3]
+            under = [b for b in wheels if b.bbox_xywh[0] <= centre <= b.bbox_xywh[0] + b.bbox_xywh[2]
+                     and b.bbox_xywh[1] <= feet <= b.bbox_xywh[1] + b.bbox_xywh[3] + 1]
+            if under:
+                out[index] = max(under, key=lambda b: b.bbox_xywh[1] + b.bbox_xywh[3])
+        return out
 
 
 def _ms(start: float) -> float:
