@@ -136,6 +136,7 @@ def test_bad_frames_are_skipped_counted_and_listed(tmp_path: Path) -> None:
     report, _ = evaluate_bags([bag], _config(None))
     assert report["frames"]["received"] == 3 and report["frames"]["processed"] == 2
     assert report["frames"]["decode_failures"] == 1 and report["metrics"] is None
+    assert report["metric_outputs"] is None  # no rig, no camera_info, no ground truth in metres: not scored
     (failure,) = report["decode_failure_list"]
     assert failure["topic"] == "/front/image_raw" and "yuv9" in failure["error"]
 
@@ -168,6 +169,7 @@ def test_cli_writes_the_report_folder(drive: Path, tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["frames"]["processed"] == 8 and (out / "report.md").is_file() and (out / "overlay.mp4").is_file()
     assert all((out / p).is_file() for p in report["outputs"]["plots"].values())
+    assert "birds_eye" in report["outputs"]["plots"] and "## Outputs in metres" in (out / "report.md").read_text()
     assert "mIoU" in result.stdout and "report.md" in result.stdout
     again = subprocess.run([sys.executable, "-m", "seg_perception.cli", "eval", str(drive), "--out", str(out)],
                            capture_output=True, text=True, timeout=300)
@@ -224,3 +226,23 @@ def test_eval_runs_the_model_at_the_input_size_the_node_would(drive: Path, tmp_p
         out = tmp_path / name
         assert main(["eval", str(drive), "--model", str(DEMO), "--out", str(out), *fast, *flags]) == 0
         assert json.loads((out / "report.json").read_text())["model"]["input_size"] == expected, name
+
+
+def test_eval_scores_the_outputs_in_metres_against_the_bags_ground_truth(drive: Path) -> None:
+    """The bag's rig, camera_info and ground truth in base_link give the pipeline its geometry and the report
+    scores of the grid, the lanes and the obstacles in metres (definitions: evaluation/metric_outputs.py)."""
+    report, acc = evaluate_bags([drive], _config(None, temporal_consistency=False))
+    scores = report["metric_outputs"]
+    lanes, grid, obstacles = scores["lanes"], scores["grid"], scores["obstacles"]
+    assert lanes["frames"] == FRAMES * len(CAMERAS)  # front and rear both look along the road
+    near = lanes["within_20m"]
+    assert near["truth"] >= FRAMES * 2 and near["recall"] >= 0.5 and near["median_lateral_error_m"] <= 0.15
+    assert grid["steps"] == FRAMES and grid["free_iou"] >= 0.8
+    assert obstacles["with_position"] >= obstacles["matched"] > 0
+    assert obstacles["within_40m"]["median_error_pct_of_range"] <= 25.0
+    assert set(scores["targets"]) == {
+        "lane lateral error within 20 m, median (m)", "lane lateral error at 40 m, median (m)",
+        "lane boundary recall within 20 m", "obstacle position error within 40 m, median (% of range)",
+        "velocity error, tracks of >= 5 frames, median (m/s)", "free-space grid IoU within 30 m"}
+    (sample,) = acc.birds_eye  # one time step of the bag, predicted beside true
+    assert sample.grid.shape == sample.truth_grid.shape and sample.truth_lanes
