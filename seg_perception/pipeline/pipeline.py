@@ -55,7 +55,8 @@ class Obstacle:
     area_px: int
     centroid_xy: tuple[float, float]
     # In metres, with the camera's geometry (intrinsics and mount; see set_geometry), else None. The ground
-    # contact is the bottom of the mask below its centroid, projected onto the flat ground of base_link.
+    # contact is the bottom of the mask below its centroid, projected onto the flat ground of base_link; None
+    # too when that bottom is cut by the image's lower edge (the true contact is out of view).
     ground_xy_m: tuple[float, float] | None = None
     range_m: float | None = None  # distance of the ground contact from the base_link origin
     bearing_rad: float | None = None  # its direction, counter-clockwise from x (forward)
@@ -327,18 +328,20 @@ class PerceptionPipeline:
 
     def _in_metres(self, frame: CameraFrame, obstacles: tuple[Obstacle, ...], infos, projector: GroundProjector,
                    model_size: tuple[int, int]) -> tuple[Obstacle, ...]:
-        """Ground contact (the bottom edge of the mask's lowest row, below its centroid) in camera pixels,
-        projected; velocities from the camera's track history."""
+        """Ground contact (the bottom edge of the mask's lowest row, below its centroid; a rider's is its
+        two-wheeler's) in camera pixels, projected; velocities from the camera's track history."""
         sx, sy = frame.image.shape[1] / model_size[0], frame.image.shape[0] / model_size[1]
         carriers = self._carriers(infos)
+        touching = [carriers.get(i, info) for i, info in enumerate(infos)]
         contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
-                              (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5)
-                             for info in (carriers.get(i, info) for i, info in enumerate(infos))])
+                              (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in touching])
         ground = projector.to_ground(contacts)
         out = []
-        for obstacle, (x, y) in zip(obstacles, ground, strict=True):
-            if not (math.isfinite(x) and math.isfinite(y)):
-                out.append(obstacle)  # at or above the horizon, or beyond max_range_m: no ground contact
+        for obstacle, info, (x, y) in zip(obstacles, touching, ground, strict=True):
+            # At or above the horizon, beyond max_range_m, or cut by the image's bottom edge (its contact is
+            # below the view, nearer than the last row's ground, which would place it too far): no position.
+            if not (math.isfinite(x) and math.isfinite(y)) or info.bbox_xywh[1] + info.bbox_xywh[3] >= model_size[1]:
+                out.append(obstacle)
                 continue
             velocity, samples = self.motion.update(frame.camera, obstacle.track_id, (float(x), float(y)),
                                                    frame.stamp_ns)
