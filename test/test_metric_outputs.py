@@ -120,6 +120,8 @@ def test_summary_scores_positions_velocities_and_targets():
     assert summary["obstacles"]["bins"]["20-40 m"]["median_error_pct_of_range"] == pytest.approx(2.5)
     assert summary["obstacles"]["bins"]["0-10 m"]["median_error_m"] == pytest.approx(0.2)
     assert summary["obstacles"]["within_40m"]["count"] == 2 and summary["obstacles"]["with_position"] == 3
+    by_class = summary["obstacles"]["within_40m_by_class"]
+    assert by_class["car"]["count"] == 2 and by_class["car"]["median_radial_error_m"] == pytest.approx(0.252, abs=1e-3)
     assert summary["velocity"]["count"] == 1  # the second estimate rests on 2 positions only
     assert summary["velocity"]["median_error_mps"] == pytest.approx(0.5)
     assert summary["grid"]["free_iou"] == 0.9

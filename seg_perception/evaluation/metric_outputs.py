@@ -258,6 +258,8 @@ class MetricOutputScores:
     stations: dict[float, _Station] = field(default_factory=lambda: {s: _Station() for s in LANE_STATIONS_M})
     lane_frames: int = 0
     positions: list[tuple[float, float]] = field(default_factory=list)  # (true range, error m)
+    # within 40 m, per true class: (error m, radial error m: + farther than the truth)
+    by_class: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     obstacles_with_position: int = 0
     velocities: list[float] = field(default_factory=list)  # |error| m/s, tracks with enough samples
     grid_counts: list[tuple[int, int]] = field(default_factory=list)  # per step (intersection, union)
@@ -275,6 +277,9 @@ class MetricOutputScores:
                 continue
             error = np.asarray(obstacle.ground_xy_m) - true.contact_xy
             self.positions.append((true.range_m, float(np.hypot(*error))))
+            if true.range_m < 40.0:
+                radial = float(np.hypot(*obstacle.ground_xy_m)) - true.range_m
+                self.by_class.setdefault(true.class_name, []).append((float(np.hypot(*error)), radial))
             if obstacle.velocity_xy_mps is not None and obstacle.velocity_samples >= MIN_VELOCITY_SAMPLES:
                 self.velocities.append(float(np.hypot(*(np.asarray(obstacle.velocity_xy_mps) - true.velocity_xy))))
 
@@ -286,6 +291,8 @@ class MetricOutputScores:
             self.stations.setdefault(station, _Station()).merge(scores)
         self.lane_frames += other.lane_frames
         self.positions += other.positions
+        for name, values in other.by_class.items():
+            self.by_class.setdefault(name, []).extend(values)
         self.obstacles_with_position += other.obstacles_with_position
         self.velocities += other.velocities
         self.grid_counts += other.grid_counts
@@ -309,7 +316,12 @@ class MetricOutputScores:
             bins[_bin_name(low, high)] = _position_summary(ranges[inside], errors[inside])
         obstacles = {"with_position": self.obstacles_with_position, "matched": len(self.positions),
                      "min_instance_iou": MIN_INSTANCE_IOU, "bins": bins,
-                     "within_40m": _position_summary(ranges[ranges < 40.0], errors[ranges < 40.0])}
+                     "within_40m": _position_summary(ranges[ranges < 40.0], errors[ranges < 40.0]),
+                     # where the error comes from: a positive radial median is a contact placed too far
+                     "within_40m_by_class": {
+                         name: {"count": len(values), "median_error_m": _percentile([e for e, _ in values], 50),
+                                "median_radial_error_m": _percentile([r for _, r in values], 50)}
+                         for name, values in sorted(self.by_class.items())}}
         velocity = {"min_samples": MIN_VELOCITY_SAMPLES, "count": len(self.velocities),
                     "median_error_mps": _percentile(self.velocities, 50),
                     "p90_error_mps": _percentile(self.velocities, 90)}

@@ -448,6 +448,12 @@ def _metric_outputs_markdown(scores: Mapping[str, Any] | None) -> list[str]:
             f"position matched to a true instance at mask IoU >= {obstacles['min_instance_iou']:g}):", ""]
     out += [*_table(("true range", "obstacles", "median error m", "median % of range", "p90 % of range"), rows,
                     "lrrrr"), ""]
+    by_class = obstacles.get("within_40m_by_class") or {}
+    if by_class:
+        rows = [(name, c["count"], _metres(c["median_error_m"]), _metres(c["median_radial_error_m"]))
+                for name, c in by_class.items()]
+        out += ["Within 40 m by class (radial error > 0: placed farther than the true contact):", "",
+                *_table(("class", "obstacles", "median error m", "median radial error m"), rows, "lrrr"), ""]
     velocity, grid = scores["velocity"], scores["grid"]
     out += [f"Velocity relative to base_link, tracks with >= {velocity['min_samples']} positions: "
             f"{velocity['count']} estimates, median error {_metres(velocity['median_error_mps'])} m/s, "
