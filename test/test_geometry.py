@@ -315,3 +315,52 @@ def test_a_rider_touches_the_ground_through_the_two_wheeler_under_it() -> None:
     person, car = info(1, (200, 40, 10, 40)), info(3, (90, 70, 50, 40))  # a car behind: not a carrier
     carriers = PerceptionPipeline._carriers(pipeline, [rider, bike, far_rider, far_bike, person, car])
     assert carriers == {0: bike}
+
+
+def test_ground_raised_by_a_sidewalk_is_met_nearer() -> None:
+    model = camera_model("front", width=512, height=256, mount_height_m=1.45, pitch_deg=2.0)
+    projector = GroundProjector(Intrinsics(512, 256, model.intrinsic_matrix(), np.zeros(5)),
+                                Mount(x=1.0, z=1.45, pitch=math.radians(2.0)))
+    road = np.array([[12.0, 2.0], [25.0, -3.0]])
+    pixels = projector.to_pixels(road)
+    raised = projector.to_ground(pixels, np.array([0.15, 0.0]))
+    # the same ray meets a plane 0.15 m up at (z - 0.15) / z of the way from the camera
+    assert raised[0] == pytest.approx(np.array([1.0, 0.0]) + (1.3 / 1.45) * (road[0] - [1.0, 0.0]))
+    assert raised[1] == pytest.approx(road[1])
+    assert projector.to_ground(pixels, 0.15) == pytest.approx(np.array([1.0, 0.0]) + (1.3 / 1.45) * (road - [1.0, 0.0]))
+
+
+def test_people_on_a_raised_sidewalk_are_placed_nearer_with_its_height() -> None:
+    """The demo model (1024x512 input) on a held-out drive with sidewalks 8-16 cm high: with a sidewalk height the
+    people's ranges come closer to the renderer's distances than with flat ground."""
+    from pathlib import Path
+
+    from seg_perception.inference.backends import TorchBackend
+    from seg_perception.pipeline.pipeline import CameraFrame, CameraGeometry, PerceptionPipeline, PipelineSettings
+    from seg_perception.postprocess.roles import role_mapping_for
+    from seg_perception.synth import render_sequence
+
+    backend = TorchBackend(Path(__file__).resolve().parents[1] / "models" / "demo", input_size=(1024, 512))
+    card = backend.card
+    steps = list(render_sequence(seed=2000, sequence=0, num_frames=6, width=1024, height=512, cameras=("front",)))
+    model = steps[0]["front"].camera
+    errors = {}
+    for height in (0.0, 0.12):
+        pipeline = PerceptionPipeline(backend, card, role_mapping_for(card.class_names, card.thing_ids),
+                                      PipelineSettings(output_resolution="camera"))
+        pipeline.set_geometry("front", CameraGeometry(
+            Intrinsics(model.width, model.height, model.intrinsic_matrix(), np.zeros(5)),
+            Mount(z=model.mount_height_m, pitch=math.radians(model.pitch_deg)), sidewalk_height_m=height))
+        errors[height] = []
+        for step in steps:
+            frame = step["front"]
+            (result,) = pipeline.process([CameraFrame("front", frame.image, frame.stamp_ns, "front")])
+            for obstacle in result.obstacles:
+                mask = result.instances == obstacle.instance_id
+                truth = max(frame.objects, key=lambda o: np.count_nonzero(mask & (frame.instance == o.instance_id)))
+                if obstacle.class_name == "person" and obstacle.range_m is not None and truth.distance_m < 40 \
+                        and np.count_nonzero(mask & (frame.instance == truth.instance_id)) > 0.5 * mask.sum():
+                    errors[height].append((obstacle.range_m - truth.distance_m) / truth.distance_m)
+    assert len(errors[0.12]) >= 10
+    flat, raised = float(np.median(errors[0.0])), float(np.median(errors[0.12]))
+    assert flat > 0.04 and abs(raised) < flat / 2  # flat ground places them too far; the sidewalk height fixes most

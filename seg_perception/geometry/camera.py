@@ -164,11 +164,12 @@ class GroundProjector:
         optical = np.concatenate([normalised, np.ones((normalised.shape[0], 1))], axis=1)
         return optical @ self._rotation.T
 
-    def to_ground(self, pixels: np.ndarray) -> np.ndarray:
+    def to_ground(self, pixels: np.ndarray, heights: np.ndarray | float = 0.0) -> np.ndarray:
         """(N, 2) pixels -> (N, 2) ground points (x, y) in metres; NaN where the ray does not meet the ground
-        in front of the camera within ``max_range_m`` of the vehicle (at or above the horizon)."""
+        in front of the camera within ``max_range_m`` of the vehicle (at or above the horizon). ``heights``:
+        of the ground each pixel sees above ``z = 0`` (a raised sidewalk, say), one for all or one per pixel."""
         rays = self.rays(pixels)
-        height = self.mount.z
+        height = self.mount.z - np.asarray(heights, np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(rays[:, 2] < -1e-9, height / -rays[:, 2], np.nan)
         points = self.mount.position[:2] + t[:, None] * rays[:, :2]

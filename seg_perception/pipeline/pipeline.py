@@ -30,6 +30,7 @@ from seg_perception.postprocess.roles import ROLE_NAMES, RoleMapping
 
 OUTPUT_RESOLUTIONS = ("model", "camera")
 STAGES = ("preprocess", "inference", "postprocess", "smoothing")
+SIDEWALK = "sidewalk"
 TWO_WHEELERS = ("bicycle", "motorcycle")  # what a rider stands on: its ground contact is theirs
 
 
@@ -71,6 +72,9 @@ class CameraGeometry:
     intrinsics: Intrinsics
     mount: Mount
     max_range_m: float = 200.0
+    # How far sidewalks stand above the road: obstacles seen standing on one are projected onto that height
+    # (0: the ground is flat everywhere).
+    sidewalk_height_m: float = 0.0
 
     def projector_for(self, width: int, height: int) -> GroundProjector:
         """For images of this size (intrinsics are scaled when CameraInfo describes another resolution)."""
@@ -299,7 +303,7 @@ class PerceptionPipeline:
             projector = self._projector(frame.camera, *sizes[i]) if obstacles else None
             if projector is not None:
                 model_size = semantic_maps[i].shape[1], semantic_maps[i].shape[0]
-                obstacles = self._in_metres(frame, obstacles, infos[i], projector, model_size)
+                obstacles = self._in_metres(frame, obstacles, infos[i], projector, model_size, maps.semantic)
             results.append(FrameResult(frame=frame, semantic=maps.semantic, instances=maps.instances, masks=maps.masks,
                                        obstacles=obstacles, timings_ms=timings, batch_size=len(frames),
                                        smoothed=weights is not None and bool(weights[i].any()),
@@ -327,7 +331,7 @@ class PerceptionPipeline:
         return tuple(obstacles)
 
     def _in_metres(self, frame: CameraFrame, obstacles: tuple[Obstacle, ...], infos, projector: GroundProjector,
-                   model_size: tuple[int, int]) -> tuple[Obstacle, ...]:
+                   model_size: tuple[int, int], semantic: np.ndarray) -> tuple[Obstacle, ...]:
         """Ground contact (the bottom edge of the mask's lowest row, below its centroid; a rider's is its
         two-wheeler's) in camera pixels, projected; velocities from the camera's track history."""
         sx, sy = frame.image.shape[1] / model_size[0], frame.image.shape[0] / model_size[1]
@@ -335,7 +339,7 @@ class PerceptionPipeline:
         touching = [carriers.get(i, info) for i, info in enumerate(infos)]
         contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
                               (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in touching])
-        ground = projector.to_ground(contacts)
+        ground = projector.to_ground(contacts, self._ground_heights(frame, contacts, semantic))
         out = []
         for obstacle, info, (x, y) in zip(obstacles, touching, ground, strict=True):
             # At or above the horizon, beyond max_range_m, or cut by the image's bottom edge (its contact is
@@ -351,6 +355,18 @@ class PerceptionPipeline:
         self.motion.forget_older_than(frame.stamp_ns)
         return tuple(out)
 
+
+    def _ground_heights(self, frame: CameraFrame, contacts: np.ndarray, semantic: np.ndarray) -> np.ndarray | float:
+        """Height of the ground under each contact: the camera's sidewalk height where the published map shows
+        sidewalk just below it (people mostly stand there: flat ground would place them too far), else 0."""
+        raised = self.geometry[frame.camera].sidewalk_height_m
+        if not raised or SIDEWALK not in self.card.class_names:
+            return 0.0
+        height, width = semantic.shape
+        columns = np.clip(np.rint((contacts[:, 0] + 0.5) * width / frame.image.shape[1] - 0.5), 0, width - 1)
+        rows = np.clip(np.rint((contacts[:, 1] + 0.5) * height / frame.image.shape[0] - 0.5) + 2, 0, height - 1)
+        below = semantic[rows.astype(np.int64), columns.astype(np.int64)]
+        return np.where(below == self.card.class_names.index(SIDEWALK), raised, 0.0)
 
     def _carriers(self, infos) -> dict[int, Any]:
         """Riders touch the ground through their bicycle or motorcycle: index of each rider -> the two-wheeler

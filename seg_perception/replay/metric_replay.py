@@ -43,7 +43,8 @@ TRUTH_LANES_TOPIC = GROUND_TRUTH_LANES_TOPIC
 TRUTH_OBSTACLES_TOPIC = GROUND_TRUTH_OBSTACLES_TOPIC
 SYNTH_METADATA_KEY = "seg_perception.synth"
 GROUND_CLASSES = ("road", "lane_marking")  # the ground a lane marking lies on: where it can be seen
-MAX_RANGE_M = 120.0  # the node's default (config/perception.param.yaml geometry.max_range_m)
+MAX_RANGE_M = 120.0  # the node's defaults (config/perception.param.yaml geometry.max_range_m ...
+SIDEWALK_HEIGHT_M = 0.12  # ... and geometry.sidewalk_height_m)
 DEFAULT_GRID = GridSpec()  # the node's defaults: 0.2 m cells, 20 m behind to 60 m ahead, 20 m either side
 
 
@@ -133,7 +134,8 @@ class MetricReplay:
             camera = self.info_topics[topic]
             if camera not in self.pipeline.geometry:  # CameraInfo of a synthetic rig does not change
                 self.pipeline.set_geometry(camera, CameraGeometry(Intrinsics.from_camera_info(msg), self.rig[camera],
-                                                                   max_range_m=MAX_RANGE_M))
+                                                                   max_range_m=MAX_RANGE_M,
+                                                                   sidewalk_height_m=SIDEWALK_HEIGHT_M))
             return
         step = self.steps.setdefault(_stamp(msg), _Step())
         if topic == TRUTH_LANES_TOPIC:

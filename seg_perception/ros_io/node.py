@@ -286,7 +286,8 @@ class PerceptionNode(Node):
                                            f"'{info.header.frame_id}' on TF")
             return
         # Replacing the dict entry is atomic: the worker's next frame of this camera uses it.
-        self.pipeline.set_geometry(camera, CameraGeometry(intrinsics, mount, self.settings.geometry.max_range_m))
+        g = self.settings.geometry
+        self.pipeline.set_geometry(camera, CameraGeometry(intrinsics, mount, g.max_range_m, g.sidewalk_height_m))
         self.geometry_state[camera] = "metres"
 
     def _on_image(self, camera: str, msg, counted: bool = False) -> None:
@@ -328,9 +329,11 @@ class PerceptionNode(Node):
             self.slots.set_max_age(updated.max_frame_age_s)
             self.health.latency_budget_ms = updated.latency_budget_ms
             self.health.no_input_timeout_s = updated.no_input_timeout_s
+            g = updated.geometry
             for camera, geometry in list(self.pipeline.geometry.items()):
-                if geometry.max_range_m != updated.geometry.max_range_m:
-                    self.pipeline.set_geometry(camera, replace(geometry, max_range_m=updated.geometry.max_range_m))
+                if (geometry.max_range_m, geometry.sidewalk_height_m) != (g.max_range_m, g.sidewalk_height_m):
+                    self.pipeline.set_geometry(camera, replace(geometry, max_range_m=g.max_range_m,
+                                                               sidewalk_height_m=g.sidewalk_height_m))
         if period_changed:
             self._diagnostics_timer.cancel()
             self.destroy_timer(self._diagnostics_timer)

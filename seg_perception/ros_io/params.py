@@ -284,6 +284,7 @@ class GeometrySettings:
     mounts: tuple[float, ...]  # 6 per camera: x, y, z, roll, pitch, yaw
     mounts_from_tf: bool  # instead of mounts: base_link -> each camera_info's frame on TF
     max_range_m: float
+    sidewalk_height_m: float  # contacts on sidewalk are projected onto this height
     grid_resolution_m: float
     grid_extent_m: tuple[float, ...]  # x_min, x_max, y_min, y_max
 
