@@ -643,3 +643,15 @@ def test_card_instance_stride_defaults_to_8_and_is_checked() -> None:
     for bad in (16, True, "4"):
         with pytest.raises(ModelCardError, match=r"old card: 'instance_stride' must be 4 or 8"):
             card_from_dict({**data, "instance_stride": bad}, "old card")
+
+
+def test_the_stage7_candidate_loads_strictly_and_carries_its_held_out_records() -> None:
+    """models/demo_stage7 (a GPU stage, not shipped yet): its weights match its card and architecture
+    exactly, and its card holds the held-out evaluations its README quotes."""
+    from seg_perception.models.checkpoint import load_checkpoint
+
+    model, card = load_checkpoint(Path(__file__).resolve().parents[1] / "models" / "demo_stage7")
+    assert card.input_size == (1024, 512) and card.instance_stride == 8 and model.is_deploy
+    high, low = card.metrics["heldout_test_1024x512"], card.metrics["heldout_test"]
+    assert high["data"] == ["synthetic:data/demo_synth_hr:test"] and low["data"] == ["synthetic:data/demo_synth:test"]
+    assert round(100 * high["values"]["miou"], 1) == 78.1 and round(100 * low["values"]["miou"], 1) == 73.3
