@@ -364,3 +364,30 @@ def test_people_on_a_raised_sidewalk_are_placed_nearer_with_its_height() -> None
     assert len(errors[0.12]) >= 10
     flat, raised = float(np.median(errors[0.0])), float(np.median(errors[0.12]))
     assert flat > 0.04 and abs(raised) < flat / 2  # flat ground places them too far; the sidewalk height fixes most
+
+
+def test_riders_get_their_two_wheelers_contact_or_no_position() -> None:
+    from seg_perception.geometry.motion import VelocityFilter
+    from seg_perception.pipeline.pipeline import CameraFrame, CameraGeometry, Obstacle, PerceptionPipeline
+
+    names = ["road", "person", "rider", "car", "bicycle", "motorcycle"]
+    model = camera_model("front", width=512, height=256, mount_height_m=1.45, pitch_deg=2.0)
+    geometry = CameraGeometry(Intrinsics(512, 256, model.intrinsic_matrix(), np.zeros(5)),
+                              Mount(z=1.45, pitch=math.radians(2.0)))
+    pipeline = object.__new__(PerceptionPipeline)  # only what _in_metres reads: no backend needed
+    pipeline.card, pipeline.geometry, pipeline.motion = SimpleNamespace(class_names=names), {"front": geometry}, \
+        VelocityFilter()
+
+    def info(class_id: int, box: tuple[int, int, int, int]) -> SimpleNamespace:
+        x, y, w, h = box
+        return SimpleNamespace(class_id=class_id, bbox_xywh=box, centroid_xy=(x + w / 2, y + h / 2))
+
+    infos = [info(2, (100, 120, 20, 40)), info(4, (95, 145, 30, 30)), info(2, (300, 120, 10, 20))]
+    obstacles = tuple(Obstacle(instance_id=i + 1, track_id=i + 1, class_id=x.class_id, class_name=names[x.class_id],
+                               score=1.0, bbox_xywh=x.bbox_xywh, area_px=1, centroid_xy=x.centroid_xy)
+                      for i, x in enumerate(infos))
+    frame = CameraFrame("front", np.zeros((256, 512, 3), np.uint8), 0, "front")
+    rider, bike, alone = pipeline._in_metres(frame, obstacles, infos, geometry.projector_for(512, 256), (512, 256),
+                                             np.zeros((256, 512), np.uint8))
+    assert rider.ground_xy_m == pytest.approx(bike.ground_xy_m)  # the bicycle's bottom, not the rider's feet
+    assert alone.ground_xy_m is None and alone.range_m is None  # its feet are off the ground: no position

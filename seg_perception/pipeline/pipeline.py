@@ -337,14 +337,18 @@ class PerceptionPipeline:
         sx, sy = frame.image.shape[1] / model_size[0], frame.image.shape[0] / model_size[1]
         carriers = self._carriers(infos)
         touching = [carriers.get(i, info) for i, info in enumerate(infos)]
+        names = self.card.class_names
+        # a rider without its two-wheeler seen under it: its own feet are off the ground (about 40 % too far)
+        floating = {i for i, info in enumerate(infos) if names[info.class_id] == "rider" and i not in carriers}
         contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
                               (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in touching])
         ground = projector.to_ground(contacts, self._ground_heights(frame, contacts, semantic))
         out = []
-        for obstacle, info, (x, y) in zip(obstacles, touching, ground, strict=True):
+        for index, (obstacle, info, (x, y)) in enumerate(zip(obstacles, touching, ground, strict=True)):
             # At or above the horizon, beyond max_range_m, or cut by the image's bottom edge (its contact is
             # below the view, nearer than the last row's ground, which would place it too far): no position.
-            if not (math.isfinite(x) and math.isfinite(y)) or info.bbox_xywh[1] + info.bbox_xywh[3] >= model_size[1]:
+            if not (math.isfinite(x) and math.isfinite(y)) or info.bbox_xywh[1] + info.bbox_xywh[3] >= model_size[1] \
+                    or index in floating:
                 out.append(obstacle)
                 continue
             velocity, samples = self.motion.update(frame.camera, obstacle.track_id, (float(x), float(y)),
@@ -371,8 +375,8 @@ class PerceptionPipeline:
     def _carriers(self, infos) -> dict[int, Any]:
         """Riders touch the ground through their bicycle or motorcycle: index of each rider -> the two-wheeler
         instance under it (the one whose box holds the rider's centre column and reaches below the rider's feet,
-        starting no lower than them), whose bottom is the rider's ground contact. Riders without one keep
-        their own bottom."""
+        starting no lower than them), whose bottom is the rider's ground contact. Riders without one get no
+        position."""
         names = self.card.class_names
         wheels = [info for info in infos if names[info.class_id] in TWO_WHEELERS]
         out = {}
