@@ -127,6 +127,7 @@ class PerceptionNode(Node):
         self.camera_inputs = [self._subscribe(camera, _qos(qos.input_reliability, qos.input_depth))
                                for camera in cameras]
         self.grid_publisher = None
+        self.tf_buffer = None  # with geometry.mounts_from_tf: where the camera poses come from
         self.lane_publishers: dict[str, object] = {}
         if self.settings.geometry.enabled:  # publish.drivable_grid may switch the grid on and off while running
             from nav_msgs.msg import OccupancyGrid
