@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -158,9 +158,9 @@ class PerceptionPipeline:
         self.trackers: dict[str, ObstacleTracker] = {}
         self.settings = settings
         self.geometry: dict[str, CameraGeometry] = {}  # cameras whose obstacles get metres
-        self._projectors: dict[tuple[str, int, int], tuple[CameraGeometry, GroundProjector]] = {}
+        # (kind, camera, width, height) -> (the geometry it was built from, the projector or grid lookup)
+        self._per_geometry: dict[tuple[str, str, int, int], tuple[CameraGeometry, Any]] = {}
         self.motion = VelocityFilter()
-        self._grid_lookups: dict[tuple[str, int, int], tuple[CameraGeometry, CameraGridLookup]] = {}
         self.grid_fuser: GridFuser | None = None  # set_grid turns the drivable-area grid on
 
     def set_geometry(self, camera: str, geometry: CameraGeometry | None) -> None:
@@ -174,7 +174,7 @@ class PerceptionPipeline:
     def set_grid(self, spec: GridSpec | None, *, max_age_s: float = 0.5) -> None:
         """Fuse the cameras' drivable masks into a grid on the ground (None: off)."""
         self.grid_fuser = None if spec is None else GridFuser(spec, max_age_s=max_age_s)
-        self._grid_lookups.clear()
+        self._per_geometry = {key: value for key, value in self._per_geometry.items() if key[0] != "grid"}
 
     def update_grid(self, results: Sequence[FrameResult]) -> tuple[np.ndarray, int] | None:
         """Fold a batch's drivable and obstacle masks into the grid; (grid, newest stamp) or None when there is
@@ -184,16 +184,11 @@ class PerceptionPipeline:
         for result in results:
             camera = result.frame.camera
             drivable = result.masks.get("drivable")
-            geometry = self.geometry.get(camera)
-            if drivable is None or geometry is None:
+            lookup = None if drivable is None else self.grid_lookup(camera, drivable.shape[1], drivable.shape[0])
+            if lookup is None:
                 self.grid_fuser.forget(camera)
                 continue
-            height, width = drivable.shape
-            cached = self._grid_lookups.get((camera, width, height))
-            if cached is None or cached[0] is not geometry:  # built once per camera geometry and mask size
-                cached = (geometry, CameraGridLookup(geometry.projector_for(width, height), self.grid_fuser.spec))
-                self._grid_lookups[(camera, width, height)] = cached
-            votes = cached[1].observe(drivable, result.masks.get("obstacles"))
+            votes = lookup.observe(drivable, result.masks.get("obstacles"))
             contacts = [o.ground_xy_m for o in result.obstacles if o.ground_xy_m is not None]
             self.grid_fuser.update(camera, result.frame.stamp_ns, votes, contacts)
         return self.grid_fuser.grid()
@@ -203,18 +198,35 @@ class PerceptionPipeline:
         lane = result.masks.get("lane")
         if lane is None:
             return None
-        projector = self._projector(result.frame.camera, lane.shape[1], lane.shape[0])
+        projector = self.projector(result.frame.camera, lane.shape[1], lane.shape[0])
         return None if projector is None else fit_lane_boundaries(lane, projector,
                                                                   max_range_m=min(60.0, projector.max_range_m))
 
-    def _projector(self, camera: str, width: int, height: int) -> GroundProjector | None:
+    def projector(self, camera: str, width: int, height: int) -> GroundProjector | None:
+        """The camera's pixels-to-ground projector for images of this size; None without its geometry."""
+        return self._for_geometry("projector", camera, width, height, lambda g: g.projector_for(width, height))
+
+    def grid_lookup(self, camera: str, width: int, height: int) -> CameraGridLookup | None:
+        """The camera's cell-to-pixel lookup of the grid for masks of this size; None without a grid or the
+        camera's geometry."""
+        if self.grid_fuser is None:
+            return None
+        spec = self.grid_fuser.spec
+        return self._for_geometry("grid", camera, width, height,
+                                  lambda g: CameraGridLookup(self.projector(camera, width, height), spec))
+
+    def _for_geometry(self, kind: str, camera: str, width: int, height: int,
+                      build: Callable[[CameraGeometry], Any]) -> Any:
+        """Built once per camera geometry and image size: a new CameraInfo or mount (a new geometry object)
+        builds it again."""
         geometry = self.geometry.get(camera)
         if geometry is None:
             return None
-        cached = self._projectors.get((camera, width, height))
-        if cached is None or cached[0] is not geometry:  # new CameraInfo or mount: a new projector
-            cached = (geometry, geometry.projector_for(width, height))
-            self._projectors[(camera, width, height)] = cached
+        key = (kind, camera, width, height)
+        cached = self._per_geometry.get(key)
+        if cached is None or cached[0] is not geometry:
+            cached = (geometry, build(geometry))
+            self._per_geometry[key] = cached
         return cached[1]
 
     def configure(self, settings: PipelineSettings) -> None:
@@ -300,7 +312,7 @@ class PerceptionPipeline:
         results = []
         for i, (frame, maps) in enumerate(zip(frames, published, strict=True)):
             obstacles = self._obstacles(infos[i], track_ids[i], maps.areas, scales[i])
-            projector = self._projector(frame.camera, *sizes[i]) if obstacles else None
+            projector = self.projector(frame.camera, *sizes[i]) if obstacles else None
             if projector is not None:
                 model_size = semantic_maps[i].shape[1], semantic_maps[i].shape[0]
                 obstacles = self._in_metres(frame, obstacles, infos[i], projector, model_size, maps.semantic)

@@ -36,7 +36,7 @@ from seg_perception.evaluation.metric_outputs import (
     truth_grid,
 )
 from seg_perception.geometry.camera import GeometryError, Intrinsics, Mount
-from seg_perception.geometry.grid import CameraGridLookup, GridSpec
+from seg_perception.geometry.grid import GridSpec
 from seg_perception.pipeline.pipeline import CameraGeometry, FrameResult, PerceptionPipeline
 
 TRUTH_LANES_TOPIC = GROUND_TRUTH_LANES_TOPIC
@@ -121,7 +121,6 @@ class MetricReplay:
         names = pipeline.card.class_names
         self.ground_ids = [names.index(n) for n in GROUND_CLASSES if n in names]
         self.steps: dict[int, _Step] = {}
-        self.lookups: dict[tuple[str, int, int], CameraGridLookup] = {}
         self.sample_step, self.samples, self.steps_scored = sample_step, samples, 0
         pipeline.set_grid(spec)
 
@@ -180,7 +179,7 @@ class MetricReplay:
             self._score_camera(camera, result, labels, lanes, truth)
             if step.grid is not None and "drivable" in labels:
                 height, width = result.semantic.shape
-                lookups[camera] = self._lookup(camera, width, height)
+                lookups[camera] = self.pipeline.grid_lookup(camera, width, height)  # the one the grid used
                 drivable[camera] = labels["drivable"]
                 obstacles[camera] = self.pipeline.role_tables["obstacles"][labels["semantic"]] \
                     if "obstacles" in self.pipeline.role_tables else None
@@ -199,18 +198,12 @@ class MetricReplay:
         height, width = result.semantic.shape
         if along_road(mount.yaw) and self.ground_ids and "lane" in result.masks:
             ground = np.isin(labels["semantic"], self.ground_ids)
-            projector = self.pipeline.geometry[camera].projector_for(width, height)
+            projector = self.pipeline.projector(camera, width, height)
             self.scores.add_lanes(lane_stations(lanes, truth.lanes, yaw_rad=mount.yaw,
                                                 visible=ground_visibility(projector, ground)))
         located = [o for o in result.obstacles if o.ground_xy_m is not None]
         self.scores.add_obstacles(match_instances(result.instances, located, labels["instance"].astype(np.int64)),
                                   truth, len(located))
-
-    def _lookup(self, camera: str, width: int, height: int) -> CameraGridLookup:
-        key = (camera, width, height)
-        if key not in self.lookups:
-            self.lookups[key] = CameraGridLookup(self.pipeline.geometry[camera].projector_for(width, height), self.spec)
-        return self.lookups[key]
 
     def _sample(self, stamp: int, step: _Step, truth: TruthFrame, true_grid: np.ndarray) -> BirdsEyeSample:
         obstacles = [(o.ground_xy_m, o.velocity_xy_mps) for result, _, _ in step.scored.values()
