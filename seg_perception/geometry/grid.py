@@ -114,10 +114,8 @@ def fuse(spec: GridSpec, votes: Iterable[CameraVotes], obstacles: Sequence[tuple
     for camera in votes:  # a camera's cells are unique, so plain indexing adds its votes
         free[camera.cells] += camera.free
         other[camera.cells] += camera.other
-    grid = np.full(size, UNKNOWN, np.int8)
-    grid[free > other] = FREE
-    grid[other >= free] = OCCUPIED
-    grid[(free == 0) & (other == 0)] = UNKNOWN
+    grid = np.where(free > other, FREE, OCCUPIED).astype(np.int8)
+    grid[(free | other) == 0] = UNKNOWN  # no camera sees the ground there
     grid = grid.reshape(spec.height, spec.width)
     reach = spec.footprint_m
     for x, y in obstacles:
