@@ -243,9 +243,10 @@ class PerceptionNode(Node):
         try:
             import tf2_ros
         except ImportError as error:
-            raise ParamsError("parameters", {"geometry.mounts_from_tf": "needs tf2_ros, which is not installed "
-                                             "here (it has no PyPI wheel); set it to false and give the poses "
-                                             "in geometry.mounts"}) from error
+            problem = ("needs tf2_ros, which is not installed here (it has no PyPI wheel); set it to false and "
+                       "give the poses in geometry.mounts")
+            raise ParamsError(f"node {self.get_fully_qualified_name()}",
+                              {"geometry.mounts_from_tf": problem}) from error
         buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(buffer, self)
         return buffer
