@@ -363,7 +363,7 @@ def metres_outputs_ms(size: tuple[int, int], cameras: Sequence[str] = ("front", 
     from seg_perception.geometry import GroundProjector, Intrinsics, Mount
     from seg_perception.geometry.grid import CameraGridLookup, GridSpec, fuse
     from seg_perception.geometry.lanes import fit_lane_boundaries
-    from seg_perception.geometry.motion import VelocityFilter
+    from seg_perception.geometry.motion import EgoMotion, VelocityFilter
 
     (step,) = render_sequence(seed=77, sequence=0, num_frames=1, width=size[0], height=size[1], cameras=cameras)
     spec = GridSpec()
@@ -386,10 +386,14 @@ def metres_outputs_ms(size: tuple[int, int], cameras: Sequence[str] = ("front", 
         fuse(spec, [lookup.observe(*mask) for lookup, mask in zip(lookups, masks, strict=True)])
         grid_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
+        motion.add_ego_motion(EgoMotion(call * 100_000_000, (10.0, 0.0), 0.05))  # odometry, as the node gets it
+        half = np.array([[0.0, 0.0], [0.0, 0.5], [0.0, -0.5], [0.5, 0.0], [-0.5, 0.0]])  # as the pipeline
         for index, (projector, bottoms, _) in enumerate(contacts):
-            for k, (x, y) in enumerate(projector.to_ground(bottoms)):
-                if math.isfinite(x):
-                    motion.update(str(index), k, (float(x), float(y)), call * 100_000_000)
+            around = projector.to_ground((bottoms[:, None, :] + half).reshape(-1, 2)).reshape(-1, 5, 2)
+            for k, ground in enumerate(around):
+                if math.isfinite(ground[0, 0]):
+                    motion.update(str(index), k, (float(ground[0, 0]), float(ground[0, 1])), call * 100_000_000,
+                                  pixel_steps=np.stack([ground[1] - ground[2], ground[3] - ground[4]]))
         obstacles_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         for projector, _, lane in contacts:

@@ -240,6 +240,8 @@ def test_eval_scores_the_outputs_in_metres_against_the_bags_ground_truth(drive: 
     assert grid["steps"] == FRAMES and grid["free_iou"] >= 0.8
     assert obstacles["with_position"] >= obstacles["matched"] > 0
     assert obstacles["within_40m"]["median_error_pct_of_range"] <= 25.0
+    assert scores["velocity"]["odometry_messages"] == FRAMES  # the bag's /odom reached the velocity filter
+    assert sum(b["count"] for b in scores["velocity"]["bins"].values()) == scores["velocity"]["count"]
     assert set(scores["targets"]) == {
         "lane lateral error within 20 m, median (m)", "lane lateral error at 40 m, median (m)",
         "lane boundary recall within 20 m", "obstacle position error within 40 m, median (% of range)",

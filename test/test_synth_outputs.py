@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -148,8 +149,17 @@ def test_mcap_bag_reads_with_mcap_ros2_support(bags: dict[str, Path]) -> None:
             pixels = np.frombuffer(bytes(ros.data), np.uint8).reshape(ros.height, ros.width, 3)
             stamp = ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec
             np.testing.assert_array_equal(pixels, expected[stamp].image)
-    assert seen["/front/image_raw"] == 3 and seen["/front_left/labels/semantic"] == 3
-    assert len(seen) == len(CAMERAS) * 6 + 2  # and the rig's ground truth: /labels/lanes, /labels/obstacles
+        if message.channel.topic == "/odom":  # the ego's exact motion, twist in base_link
+            ros = message.ros_msg
+            ego = expected[ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec].ground_truth["ego"]
+            assert ros.child_frame_id == "base_link" and ros.header.frame_id == "odom"
+            twist = ros.twist.twist
+            assert (twist.linear.x, twist.linear.y) == pytest.approx(ego["velocity_xy_mps"])
+            assert twist.angular.z == pytest.approx(ego["yaw_rate_rps"]) and twist.linear.x > 1.0
+            assert math.hypot(twist.linear.x, twist.linear.y) == pytest.approx(ego["speed_mps"])
+    assert seen["/front/image_raw"] == 3 and seen["/front_left/labels/semantic"] == 3 and seen["/odom"] == 3
+    # and the rig's ground truth (/labels/lanes, /labels/obstacles) and odometry (/odom)
+    assert len(seen) == len(CAMERAS) * 6 + 3
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:

@@ -53,6 +53,10 @@ OutputFormat = Literal["cityscapes", "bag"]
 GROUND_TRUTH_LANES_TOPIC = "/labels/lanes"
 GROUND_TRUTH_OBSTACLES_TOPIC = "/labels/obstacles"
 GROUND_TRUTH_FRAME_ID = "base_link"
+# The ego's odometry (nav_msgs/Odometry, twist in base_link): a sensor, not a label; the node's
+# ~/in/odometry is remapped onto it, and `eval` takes the ego's motion out of obstacle velocities with it.
+ODOMETRY_TOPIC = "/odom"
+ODOMETRY_FRAME_ID = "odom"
 
 
 def manifest_path(out: Path, fmt: OutputFormat, split: str) -> Path:
@@ -193,6 +197,24 @@ def _obstacles_msg(bag: BagWriter, truth: dict[str, Any], header: Any) -> Any:
                                                          obstacles=obstacles, ground_frame_id=GROUND_TRUTH_FRAME_ID)
 
 
+def _odometry_msg(bag: BagWriter, frame: SynthFrame, header: Any) -> Any:
+    """The ego's exact motion as odometry: pose in the world (as ``odom``), twist in base_link."""
+    types = bag.typestore.types
+    truth = frame.ground_truth
+    assert truth is not None  # render_sequence attaches it to every frame
+    x, y, heading = frame.ego_pose
+    vx, vy = truth["ego"]["velocity_xy_mps"]
+    vector, point = types["geometry_msgs/msg/Vector3"], types["geometry_msgs/msg/Point"]
+    turn = types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(heading / 2), w=math.cos(heading / 2))
+    pose = types["geometry_msgs/msg/Pose"](position=point(x=float(x), y=float(y), z=0.0), orientation=turn)
+    twist = types["geometry_msgs/msg/Twist"](linear=vector(x=float(vx), y=float(vy), z=0.0),
+                                             angular=vector(x=0.0, y=0.0, z=float(truth["ego"]["yaw_rate_rps"])))
+    return types["nav_msgs/msg/Odometry"](
+        header=header, child_frame_id=GROUND_TRUTH_FRAME_ID,
+        pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
+        twist=types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
+
+
 def _write_ground_truth(bag: BagWriter, step: dict[str, SynthFrame]) -> None:
     """The step's lanes and obstacles in base_link (its cameras share one ground truth and one stamp)."""
     frame = next(iter(step.values()))
@@ -216,6 +238,9 @@ def _write_bag(job: SynthJob, progress: Any) -> None:
         image_type = bag.typestore.types["sensor_msgs/msg/Image"]
         compressed_type = bag.typestore.types["sensor_msgs/msg/CompressedImage"]
         for step in itertools.chain([first] if first else [], steps):
+            frame = next(iter(step.values()))  # before the images: the ego's motion when they are processed
+            bag.write(ODOMETRY_TOPIC, _odometry_msg(bag, frame, bag.header(frame.stamp_ns, ODOMETRY_FRAME_ID)),
+                      frame.stamp_ns)
             for name, frame in step.items():
                 topics = camera_topics(name)
                 header = bag.header(frame.stamp_ns, topics.frame_id)

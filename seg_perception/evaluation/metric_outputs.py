@@ -261,7 +261,8 @@ class MetricOutputScores:
     # within 40 m, per true class: (error m, radial error m: + farther than the truth)
     by_class: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     obstacles_with_position: int = 0
-    velocities: list[float] = field(default_factory=list)  # |error| m/s, tracks with enough samples
+    velocities: list[tuple[float, float]] = field(default_factory=list)  # (true range, |error| m/s), long tracks
+    odometry_messages: int = 0  # the ego's motion known to the velocity filter (0: relative velocities only)
     grid_counts: list[tuple[int, int]] = field(default_factory=list)  # per step (intersection, union)
 
     def add_lanes(self, per_station: Mapping[float, _Station]) -> None:
@@ -281,7 +282,8 @@ class MetricOutputScores:
                 radial = float(np.hypot(*obstacle.ground_xy_m)) - true.range_m
                 self.by_class.setdefault(true.class_name, []).append((float(np.hypot(*error)), radial))
             if obstacle.velocity_xy_mps is not None and obstacle.velocity_samples >= MIN_VELOCITY_SAMPLES:
-                self.velocities.append(float(np.hypot(*(np.asarray(obstacle.velocity_xy_mps) - true.velocity_xy))))
+                self.velocities.append((true.range_m, float(np.hypot(*(np.asarray(obstacle.velocity_xy_mps)
+                                                                        - true.velocity_xy)))))
 
     def add_grid(self, counts: tuple[int, int]) -> None:
         self.grid_counts.append(counts)
@@ -295,6 +297,7 @@ class MetricOutputScores:
             self.by_class.setdefault(name, []).extend(values)
         self.obstacles_with_position += other.obstacles_with_position
         self.velocities += other.velocities
+        self.odometry_messages += other.odometry_messages
         self.grid_counts += other.grid_counts
 
     def empty(self) -> bool:
@@ -322,9 +325,16 @@ class MetricOutputScores:
                          name: {"count": len(values), "median_error_m": _percentile([e for e, _ in values], 50),
                                 "median_radial_error_m": _percentile([r for _, r in values], 50)}
                          for name, values in sorted(self.by_class.items())}}
+        speed_ranges = np.array([r for r, _ in self.velocities])
+        speed_errors = [e for _, e in self.velocities]
         velocity = {"min_samples": MIN_VELOCITY_SAMPLES, "count": len(self.velocities),
-                    "median_error_mps": _percentile(self.velocities, 50),
-                    "p90_error_mps": _percentile(self.velocities, 90)}
+                    "odometry_messages": self.odometry_messages,
+                    "median_error_mps": _percentile(speed_errors, 50), "p90_error_mps": _percentile(speed_errors, 90),
+                    # far away one row of pixels spans metres of range: where the error comes from
+                    "bins": {_bin_name(low, high): {
+                        "count": int(((speed_ranges >= low) & (speed_ranges < high)).sum()),
+                        "median_error_mps": _percentile([e for r, e in self.velocities if low <= r < high], 50)}
+                        for low, high in RANGE_BINS_M}}
         intersection = sum(i for i, _ in self.grid_counts)
         union = sum(u for _, u in self.grid_counts)
         grid = {"range_m": GRID_RANGE_M, "steps": len(self.grid_counts), "free_iou": _ratio(intersection, union)}

@@ -18,7 +18,7 @@ import torch
 from seg_perception.geometry import GroundProjector, Intrinsics, Mount
 from seg_perception.geometry.grid import CameraGridLookup, GridFuser, GridSpec
 from seg_perception.geometry.lanes import LaneBoundary, fit_lane_boundaries
-from seg_perception.geometry.motion import VelocityFilter
+from seg_perception.geometry.motion import EgoMotion, VelocityFilter
 from seg_perception.inference.backends import Backend
 from seg_perception.inference.preprocess import resize_batch
 from seg_perception.models.card import ModelCard
@@ -32,6 +32,11 @@ OUTPUT_RESOLUTIONS = ("model", "camera")
 STAGES = ("preprocess", "inference", "postprocess", "smoothing")
 SIDEWALK = "sidewalk"
 TWO_WHEELERS = ("bicycle", "motorcycle")  # what a rider stands on: its ground contact is theirs
+WALKERS = ("person",)  # walking speeds and accelerations in the velocity filter
+# How far a vehicle's body reaches beyond its lowest visible ground contact, its tyres, along base_link x:
+# the overhang in front of the front axle or behind the rear one (typical passenger cars: 0.8-1.0 m). Traffic
+# is assumed to run parallel to the vehicle, so a contact is moved that far towards base_link's y axis.
+DEFAULT_OVERHANGS_M = (("car", 0.9),)
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,16 @@ class Obstacle:
     area_px: int
     centroid_xy: tuple[float, float]
     # In metres, with the camera's geometry (intrinsics and mount; see set_geometry), else None. The ground
-    # contact is the bottom of the mask below its centroid, projected onto the flat ground of base_link; None
-    # too when that bottom is cut by the image's lower edge (the true contact is out of view).
+    # contact is the bottom of the mask below its centroid, projected onto the flat ground of base_link (a
+    # vehicle's then moved by its overhang, CameraGeometry.overhangs_m); None too when that bottom is cut by
+    # the image's lower edge (the true contact is out of view).
     ground_xy_m: tuple[float, float] | None = None
     range_m: float | None = None  # distance of the ground contact from the base_link origin
     bearing_rad: float | None = None  # its direction, counter-clockwise from x (forward)
     velocity_xy_mps: tuple[float, float] | None = None  # relative to base_link; tracked obstacles, from frame 2
     velocity_samples: int = 0  # positions the velocity estimate rests on (0: no position)
+    # over the ground in base_link axes: with odometry (set_ego_motion) only
+    velocity_over_ground_xy_mps: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class CameraGeometry:
     # How far sidewalks stand above the road: obstacles seen standing on one are projected onto that height
     # (0: the ground is flat everywhere).
     sidewalk_height_m: float = 0.0
+    # (class name, metres): vehicles' contacts moved by their overhang (see DEFAULT_OVERHANGS_M)
+    overhangs_m: tuple[tuple[str, float], ...] = DEFAULT_OVERHANGS_M
 
     def projector_for(self, width: int, height: int) -> GroundProjector:
         """For images of this size (intrinsics are scaled when CameraInfo describes another resolution)."""
@@ -170,6 +180,11 @@ class PerceptionPipeline:
             self.geometry.pop(camera, None)
         else:
             self.geometry[camera] = geometry
+
+    def set_ego_motion(self, motion: EgoMotion) -> None:
+        """The vehicle's own motion (odometry): velocities are then estimated over the ground, the ego's motion
+        taken out (geometry/motion.py). Any thread, any order."""
+        self.motion.add_ego_motion(motion)
 
     def set_grid(self, spec: GridSpec | None, *, max_age_s: float = 0.5) -> None:
         """Fuse the cameras' drivable masks into a grid on the ground (None: off)."""
@@ -345,7 +360,8 @@ class PerceptionPipeline:
     def _in_metres(self, frame: CameraFrame, obstacles: tuple[Obstacle, ...], infos, projector: GroundProjector,
                    model_size: tuple[int, int], semantic: np.ndarray) -> tuple[Obstacle, ...]:
         """Ground contact (the bottom edge of the mask's lowest row, below its centroid; a rider's is its
-        two-wheeler's) in camera pixels, projected; velocities from the camera's track history."""
+        two-wheeler's; a vehicle's moved by its overhang) in camera pixels, projected; velocities from the
+        camera's track history."""
         sx, sy = frame.image.shape[1] / model_size[0], frame.image.shape[0] / model_size[1]
         carriers = self._carriers(infos)
         touching = [carriers.get(i, info) for i, info in enumerate(infos)]
@@ -354,23 +370,33 @@ class PerceptionPipeline:
         floating = {i for i, info in enumerate(infos) if names[info.class_id] == "rider" and i not in carriers}
         contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
                               (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in touching])
-        ground = projector.to_ground(contacts, self._ground_heights(frame, contacts, semantic))
+        heights = np.broadcast_to(self._ground_heights(frame, contacts, semantic), len(contacts))
+        # the contact and half a model pixel either way along its column and its row: the ground one pixel of
+        # the masks spans there, which sets the velocity filter's measurement noise
+        half = np.array([[0.0, 0.0], [0.0, 0.5 * sy], [0.0, -0.5 * sy], [0.5 * sx, 0.0], [-0.5 * sx, 0.0]])
+        ground = projector.to_ground((contacts[:, None, :] + half).reshape(-1, 2), np.repeat(heights, 5))
+        ground = ground.reshape(len(contacts), 5, 2)
+        overhangs = dict(self.geometry[frame.camera].overhangs_m)
         out = []
-        for index, (obstacle, info, (x, y)) in enumerate(zip(obstacles, touching, ground, strict=True)):
+        for index, (obstacle, info, around) in enumerate(zip(obstacles, touching, ground, strict=True)):
+            x, y = around[0]
             # At or above the horizon, beyond max_range_m, or cut by the image's bottom edge (its contact is
             # below the view, nearer than the last row's ground, which would place it too far): no position.
             if not (math.isfinite(x) and math.isfinite(y)) or info.bbox_xywh[1] + info.bbox_xywh[3] >= model_size[1] \
                     or index in floating:
                 out.append(obstacle)
                 continue
-            velocity, samples = self.motion.update(frame.camera, obstacle.track_id, (float(x), float(y)),
-                                                   frame.stamp_ns)
+            overhang = overhangs.get(obstacle.class_name, 0.0)
+            x = math.copysign(max(abs(x) - overhang, 0.0), x)
+            estimate = self.motion.update(frame.camera, obstacle.track_id, (float(x), float(y)), frame.stamp_ns,
+                                          pixel_steps=np.stack([around[1] - around[2], around[3] - around[4]]),
+                                          walker=obstacle.class_name in WALKERS)
             out.append(replace(obstacle, ground_xy_m=(float(x), float(y)), range_m=float(math.hypot(x, y)),
-                               bearing_rad=float(math.atan2(y, x)), velocity_xy_mps=velocity,
-                               velocity_samples=samples))
+                               bearing_rad=float(math.atan2(y, x)), velocity_xy_mps=estimate.velocity_xy_mps,
+                               velocity_samples=estimate.samples,
+                               velocity_over_ground_xy_mps=estimate.over_ground_xy_mps))
         self.motion.forget_older_than(frame.stamp_ns)
         return tuple(out)
-
 
     def _ground_heights(self, frame: CameraFrame, contacts: np.ndarray, semantic: np.ndarray) -> np.ndarray | float:
         """Height of the ground under each contact: the camera's sidewalk height where the published map shows

@@ -385,7 +385,7 @@ class _BagReplay:
             self.metric.on_message(connection.topic, msg)
         except (AssertionError, ValueError, KeyError, GeometryError) as error:
             self.acc.failures.append({"bag": str(self.path), "topic": connection.topic, "stamp_ns": log_ns,
-                                      "error": f"ground truth: {type(error).__name__}: {error}"})
+                                      "error": f"metric input: {type(error).__name__}: {error}"})
 
     def _flush(self) -> None:
         if not self.batch:

@@ -7,6 +7,9 @@ A bag gets these scores when it carries what they need. That means:
 - the ground truth in base_link: ``/labels/lanes`` (LaneBoundaryArray) and ``/labels/obstacles``
   (ObstacleList).
 
+The ego's odometry (``/odom``, nav_msgs/Odometry), where the bag has it, goes to the pipeline as the node's
+``~/in/odometry`` does: velocities are then estimated with the ego's own motion taken out.
+
 The replay then gives the pipeline each camera's geometry, as the node does from its parameters and
 camera_info, and turns the drivable grid on. Each time step is scored once its cameras' results, their label
 images and its ground truth have all arrived, in whatever order the bag holds them.
@@ -23,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from seg_perception.datasets.synthetic import GROUND_TRUTH_LANES_TOPIC, GROUND_TRUTH_OBSTACLES_TOPIC
+from seg_perception.datasets.synthetic import GROUND_TRUTH_LANES_TOPIC, GROUND_TRUTH_OBSTACLES_TOPIC, ODOMETRY_TOPIC
 from seg_perception.evaluation.metric_outputs import (
     MetricOutputScores,
     TruthFrame,
@@ -37,6 +40,7 @@ from seg_perception.evaluation.metric_outputs import (
 )
 from seg_perception.geometry.camera import GeometryError, Intrinsics, Mount
 from seg_perception.geometry.grid import GridSpec
+from seg_perception.geometry.motion import EgoMotion
 from seg_perception.pipeline.pipeline import CameraGeometry, FrameResult, PerceptionPipeline
 
 TRUTH_LANES_TOPIC = GROUND_TRUTH_LANES_TOPIC
@@ -126,7 +130,7 @@ class MetricReplay:
 
     @property
     def topics(self) -> set[str]:
-        return set(self.info_topics) | {TRUTH_LANES_TOPIC, TRUTH_OBSTACLES_TOPIC}
+        return set(self.info_topics) | {TRUTH_LANES_TOPIC, TRUTH_OBSTACLES_TOPIC, ODOMETRY_TOPIC}
 
     def on_message(self, topic: str, msg: Any) -> None:
         if topic in self.info_topics:
@@ -135,6 +139,10 @@ class MetricReplay:
                 self.pipeline.set_geometry(camera, CameraGeometry(Intrinsics.from_camera_info(msg), self.rig[camera],
                                                                    max_range_m=MAX_RANGE_M,
                                                                    sidewalk_height_m=SIDEWALK_HEIGHT_M))
+            return
+        if topic == ODOMETRY_TOPIC:
+            self.pipeline.set_ego_motion(EgoMotion.from_odometry(msg))
+            self.scores.odometry_messages += 1
             return
         step = self.steps.setdefault(_stamp(msg), _Step())
         if topic == TRUTH_LANES_TOPIC:

@@ -455,10 +455,17 @@ def _metric_outputs_markdown(scores: Mapping[str, Any] | None) -> list[str]:
         out += ["Within 40 m by class (radial error > 0: placed farther than the true contact):", "",
                 *_table(("class", "obstacles", "median error m", "median radial error m"), rows, "lrrr"), ""]
     velocity, grid = scores["velocity"], scores["grid"]
+    odometry = velocity.get("odometry_messages", 0)
     out += [f"Velocity relative to base_link, tracks with >= {velocity['min_samples']} positions: "
             f"{velocity['count']} estimates, median error {_metres(velocity['median_error_mps'])} m/s, "
-            f"p90 {_metres(velocity['p90_error_mps'])} m/s.", "",
-            f"Free-space grid IoU within {grid['range_m']:g} m: {_pct(grid['free_iou'])} % over {grid['steps']} "
+            f"p90 {_metres(velocity['p90_error_mps'])} m/s; "
+            + (f"the ego's motion taken out with its odometry ({odometry} messages)." if odometry else
+               "without odometry (relative positions only)."), ""]
+    bins = velocity.get("bins") or {}
+    if bins:
+        out += [*_table(("true range", "estimates", "median error m/s"),
+                        [(name, b["count"], _metres(b["median_error_mps"])) for name, b in bins.items()], "lrr"), ""]
+    out += [f"Free-space grid IoU within {grid['range_m']:g} m: {_pct(grid['free_iou'])} % over {grid['steps']} "
             "time steps.", ""]
     rows = [(name, "n/a" if t["value"] is None else f"{t['value']:g}", t["target"],
              "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**"))

@@ -4,7 +4,7 @@
 where every camera of the rig stands (at its ``mount_height_m``). Per step, as a JSON-able dict::
 
     {"frame_id": "base_link", "stamp_ns": int,
-     "ego": {"speed_mps", "yaw_rate_rps"},
+     "ego": {"speed_mps", "velocity_xy_mps", "yaw_rate_rps"},
      "lanes": [{"points_xy": [[x, y], ...], "style": "solid" | "dashed", "yellow": bool}],
      "obstacles": [{"track_id", "instance_id", "train_id", "class_name", "centre_xy", "heading_rad",
                     "length_m", "width_m", "contact_xy", "range_m", "bearing_rad",
@@ -16,6 +16,8 @@ where every camera of the rig stands (at its ``mount_height_m``). Per step, as a
   and vehicle are two, sharing one footprint). ``contact_xy`` is the footprint point nearest the origin:
   what a camera sees as the object's bottom. ``velocity_xy_mps`` is relative to ``base_link``, which moves
   and turns with the ego; ``velocity_over_ground_xy_mps`` is over the ground, in ``base_link`` axes.
+* ``ego``: the vehicle's own motion, what its odometry would report: its velocity over the ground in
+  ``base_link`` axes (``velocity_xy_mps``; y is not 0 while it changes lanes), its speed, its yaw rate.
 
 Velocities, the ego's speed and its yaw rate are central differences of the world's own closed-form
 trajectories over +-1 ms, exact to far below a millimetre per second.
@@ -204,7 +206,8 @@ def frame_ground_truth(world: World, t: float, rig: Sequence[CameraModel], objec
                      - EgoFrame.at(world, t - DIFFERENCE_DT_S).heading) / (2 * DIFFERENCE_DT_S)
     return {
         "frame_id": FRAME_ID, "stamp_ns": int(stamp_ns),
-        "ego": {"speed_mps": float(np.hypot(*ego_velocity)), "yaw_rate_rps": yaw_rate},
+        "ego": {"speed_mps": float(np.hypot(*ego_velocity)), "velocity_xy_mps": ego.rotate_in(ego_velocity).tolist(),
+                "yaw_rate_rps": yaw_rate},
         "lanes": _lanes(world, ego, s_ego),
         "obstacles": [_obstacle(world, ego, t, agents[i], i, visible[i]) for i in sorted(visible)],
     }
@@ -215,7 +218,7 @@ NUMBER, INTEGER, STRING, BOOLEAN, XY, XY_LIST, OBJECT, LIST = (
     "a number", "an integer", "a string", "true or false", "[x, y] numbers", "a list of [x, y]", "an object",
     "a list")
 _TOP_FIELDS = {"frame_id": STRING, "stamp_ns": INTEGER, "ego": OBJECT, "lanes": LIST, "obstacles": LIST}
-_EGO_FIELDS = {"speed_mps": NUMBER, "yaw_rate_rps": NUMBER}
+_EGO_FIELDS = {"speed_mps": NUMBER, "velocity_xy_mps": XY, "yaw_rate_rps": NUMBER}
 _LANE_FIELDS = {"points_xy": XY_LIST, "style": STRING, "yellow": BOOLEAN}
 _OBSTACLE_FIELDS = {
     "track_id": INTEGER, "instance_id": INTEGER, "train_id": INTEGER, "class_name": STRING, "centre_xy": XY,
