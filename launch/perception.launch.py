@@ -51,6 +51,7 @@ def _node(context: LaunchContext) -> list[Node]:
                 ("~/front/in/camera_info", LaunchConfiguration("front_camera_info")),
                 ("~/rear/in/image", LaunchConfiguration("rear_image")),
                 ("~/rear/in/camera_info", LaunchConfiguration("rear_camera_info")),
+                ("~/in/odometry", LaunchConfiguration("odometry")),
             ],
         )
     ]
@@ -70,6 +71,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="front camera intrinsics (positions in metres; geometry.enabled)"),
         DeclareLaunchArgument("rear_camera_info", default_value="/rear/camera_info",
                               description="rear camera intrinsics (positions in metres; geometry.enabled)"),
+        DeclareLaunchArgument("odometry", default_value="/odom",
+                              description="the vehicle's odometry (velocities over the ground; geometry.odometry)"),
         DeclareLaunchArgument(
             "use_fastdds_profile", default_value="true",
             description=f"set {PROFILE_ENV} to the shipped profile unless already set",

@@ -44,6 +44,7 @@ def _start_node(processes, tmp_path: Path, params: Path) -> tuple[subprocess.Pop
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     remaps = [arg for camera in CAMERAS for topic, name in (("image", "image_raw"), ("camera_info", "camera_info"))
               for arg in ("--remap", f"~/{camera}/in/{topic}:=/test/{camera}/{name}")]
+    remaps += ["--remap", "~/in/odometry:=/test/odom"]
     proc = processes.start([sys.executable, "-u", "-m", "seg_perception.cli", "node", "--params", str(params),
                             *remaps], stdout=log.open("w"), env=env)
     return proc, log
@@ -166,7 +167,7 @@ def test_node_answers_a_two_camera_drive(processes, ros_context, tmp_path: Path)
         publisher = processes.python(str(SCRIPTS / "synth_publisher.py"), "--prefix", "/test", "--cameras",
                                      ",".join(CAMERAS), "--size", f"{SIZE[0]}x{SIZE[1]}", "--seed", str(SEED),
                                      "--frames", "8", "--rate", "2", "--burst-frames", "36", "--burst-rate", "30",
-                                     "--bad-frames", "1", "--camera-info", "front")
+                                     "--bad-frames", "1", "--camera-info", "front", "--odometry")
         lines: list[str] = []
         reader = _read_lines(publisher, lines)
         listener.wait_for(lambda: "publisher done" in lines or publisher.poll() is not None, 120, "the publisher")
@@ -220,6 +221,12 @@ def test_node_answers_a_two_camera_drive(processes, ros_context, tmp_path: Path)
         front_lists = [m for (output, camera, _), m in list(listener.messages.items())
                        if output == "obstacle_list" and camera == "front"]
         assert any(o.has_velocity and o.velocity_samples >= 2 for m in front_lists for o in m.obstacles)
+        # the ego's odometry reached the velocity filter: velocities over the ground too, said in diagnostics
+        assert any(o.has_velocity_over_ground for m in front_lists for o in m.obstacles)
+        odometry = listener.statuses(": odometry")
+        assert any(s.level == b"\x00" and s.message == "velocities over the ground" for s in odometry), odometry
+        assert int(_values(odometry[-1])["received"]) >= 8  # and now, seconds after the drive, it says stale:
+        assert odometry[-1].level == b"\x01" and "no odometry for" in odometry[-1].message
         assert not any(o.has_position for msg in lists["rear"] for o in msg.obstacles)
         assert all(msg.ground_frame_id == "" for msg in lists["rear"])
         # The drivable grid in base_link: the road ahead of the front camera free, the unseen sides unknown.
@@ -362,6 +369,52 @@ def test_camera_info_is_taken_refused_with_its_reason_and_replaced_in_process(ro
         assert node.pipeline.geometry["front"] is geometry
     finally:
         node.destroy_node()
+
+
+def test_odometry_is_used_refused_with_its_reason_and_overhang_classes_checked_in_process(
+        ros_context, tmp_path: Path, monkeypatch) -> None:
+    """~/in/odometry without DDS: a twist of another frame or not finite is refused and said in diagnostics,
+    never used as base_link's; a good one reaches the velocity filter. Overhang classes the model lacks are
+    refused at start and as a live change."""
+    from nav_msgs.msg import Odometry
+    from rclpy.parameter import Parameter
+
+    from seg_perception.ros_io.node import PerceptionNode
+    from seg_perception.ros_io.params import ParamsError, flatten, load_param_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    nested = load_param_file(_params(tmp_path, backend="torch", cameras=["front"]))
+    overrides = [Parameter(k, value=v) for k, v in flatten(nested).items()]
+    node = PerceptionNode(context=ros_context, parameter_overrides=overrides)
+    try:
+        assert node.odometry is not None and node.odometry.status(0.0).level == 1  # nothing yet: WARN
+        assert "no odometry received" in node.odometry.status(0.0).message
+
+        def odometry(child: str, vx: float) -> Odometry:
+            msg = Odometry(child_frame_id=child)
+            msg.header.stamp.sec, msg.twist.twist.linear.x, msg.twist.twist.angular.z = 7, vx, 0.1
+            return msg
+
+        node._on_odometry(odometry("imu_link", 10.0))
+        node._on_odometry(odometry("base_link", float("nan")))
+        assert node.pipeline.motion.ego_motion_at(7 * 10**9) is None
+        status = node.odometry.status(time.monotonic())
+        assert status.level == 1 and "refused 2 message(s): odometry twist is not finite" in status.message
+        node._on_odometry(odometry("base_link", 10.0))
+        assert node.pipeline.motion.ego_motion_at(7 * 10**9).velocity_xy_mps == (10.0, 0.0)
+        status = node.odometry.status(time.monotonic())
+        assert status.level == 0 and dict(status.values)["received"] == "3" and dict(status.values)["refused"] == "2"
+        assert "no odometry for" in node.odometry.status(time.monotonic() + 5.0).message  # stale: WARN again
+        refused = node.set_parameters([Parameter("geometry.overhang_classes", value=["lorry"])])[0]
+        assert not refused.successful and "lorry not among the model's classes" in refused.reason
+        taken = node.set_parameters([Parameter("geometry.overhang_classes", value=["bus"])])[0]
+        assert taken.successful and node.settings.geometry.overhangs == (("bus", 0.9),)
+    finally:
+        node.destroy_node()
+    nested["geometry"]["overhang_classes"] = ["lorry"]
+    with pytest.raises(ParamsError, match=r"geometry\.overhang_classes: lorry not among the model's classes"):
+        PerceptionNode(context=ros_context, parameter_overrides=[Parameter(k, value=v)
+                                                                 for k, v in flatten(nested).items()])
 
 
 def test_mounts_from_tf_static_in_process(ros_context, tmp_path: Path, monkeypatch) -> None:

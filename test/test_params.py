@@ -45,7 +45,7 @@ LAUNCH_FILES = ("perception.launch.py", "replay.launch.py")
 READ_ONLY = {
     "cameras", "model_path", "backend", "precision", "device", "input_width", "input_height", "input_transport",
     "sync_camera_info", "intra_op_threads", "engine_cache_dir", "roles_config", "geometry.enabled", "geometry.mounts",
-    "geometry.mounts_from_tf", "geometry.grid_resolution_m", "geometry.grid_extent_m",
+    "geometry.mounts_from_tf", "geometry.odometry", "geometry.grid_resolution_m", "geometry.grid_extent_m",
     "qos.input_reliability", "qos.input_depth", "qos.output_reliability", "qos.output_depth",
 }
 # What replay.launch.py may use of the `seg-perception` CLI: subcommand -> its flags.
@@ -111,7 +111,7 @@ def test_every_object_level_is_closed_and_requires_all_its_keys() -> None:
 
 def test_every_parameter_is_described_and_typed() -> None:
     specs = parameter_specs()
-    assert len(specs) == 45
+    assert len(specs) == 48
     for name, spec in specs.items():
         assert spec.get("description", "").strip(), name
         assert spec["type"] in {"string", "number", "integer", "boolean", "array"}, name
@@ -524,7 +524,9 @@ def test_node_executable_is_a_console_script() -> None:
 def test_launch_arguments() -> None:
     perception = _declared_arguments(_tree("perception.launch.py"))
     assert set(perception) == {"params_file", "backend", "model_path", "front_image", "rear_image",
-                               "front_camera_info", "rear_camera_info", "use_fastdds_profile", "use_sim_time"}
+                               "front_camera_info", "rear_camera_info", "odometry", "use_fastdds_profile",
+                               "use_sim_time"}
+    assert perception["odometry"] == "'/odom'"  # what `seg-perception synth` bags carry
     assert (perception["front_camera_info"], perception["rear_camera_info"]) == ("'/front/camera_info'",
                                                                                  "'/rear/camera_info'")
     assert (perception["front_image"], perception["rear_image"]) == ("'/front/image_raw'", "'/rear/image_raw'")
@@ -551,7 +553,8 @@ def test_remaps_are_camera_inputs_of_the_shipped_cameras() -> None:
     (node,) = _calls(_tree("perception.launch.py"), "Node")
     remaps = [ast.literal_eval(pair.elts[0]) for pair in _keyword(node, "remappings").elts]
     cameras = shipped_nested()["cameras"]
-    assert remaps == [f"~/{camera}/in/{topic}" for camera in cameras for topic in ("image", "camera_info")]
+    assert remaps == [f"~/{camera}/in/{topic}" for camera in cameras for topic in ("image", "camera_info")] + [
+        "~/in/odometry"]
 
 
 @pytest.mark.ros
@@ -624,6 +627,11 @@ def test_geometry_mounts_must_match_the_cameras_and_stand_above_ground() -> None
     nested["geometry"]["grid_extent_m"] = [-100.0, 100.0, -100.0, 100.0]
     with pytest.raises(ParamsError, match=r"grid_resolution_m: 100000000 cells"):
         NodeSettings.from_nested(nested, "test.yaml")
+    nested = shipped_nested()
+    nested["geometry"]["overhang_classes"] = ["car", "bus"]
+    with pytest.raises(ParamsError, match=r"overhang_m: one per class of geometry\.overhang_classes \(2\), got 1"):
+        NodeSettings.from_nested(nested, "test.yaml")
+    assert settings.geometry.overhangs == (("car", 0.9),)
     nested = shipped_nested()
     nested["geometry"]["max_range_m"] = float("nan")
     with pytest.raises(ParamsError, match=r"geometry\.max_range_m"):

@@ -190,7 +190,9 @@ def _obstacles_msg(bag: BagWriter, truth: dict[str, Any], header: Any) -> Any:
             position=types["geometry_msgs/msg/Point"](x=o["contact_xy"][0], y=o["contact_xy"][1], z=0.0),
             range_m=o["range_m"], bearing_rad=o["bearing_rad"], has_velocity=True,
             velocity=types["geometry_msgs/msg/Vector3"](x=o["velocity_xy_mps"][0], y=o["velocity_xy_mps"][1], z=0.0),
-            velocity_samples=0)
+            velocity_samples=0, has_velocity_over_ground=True,
+            velocity_over_ground=types["geometry_msgs/msg/Vector3"](
+                x=o["velocity_over_ground_xy_mps"][0], y=o["velocity_over_ground_xy_mps"][1], z=0.0))
         for o in truth["obstacles"]
     ]
     return types["seg_perception_msgs/msg/ObstacleList"](header=header, image_width=0, image_height=0,

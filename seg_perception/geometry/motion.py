@@ -78,7 +78,7 @@ class VelocityFilter:
     walker_speed_sigma_mps: float = 2.0
     speed_sigma_mps: float = 15.0
     forget_after_s: float = 1.0
-    max_odometry_gap_s: float = 0.25  # an ego motion this far from a step's middle is stale: not used
+    max_odometry_gap_s: float = 0.25  # odometry this far outside a step's interval is stale: not used
     # A measurement whose squared Mahalanobis distance from the prediction exceeds this (chi-square, 2
     # degrees of freedom: 1 in 1000 for a true one) is another object's contact, or none (an occluder's
     # edge, two masks run together): skipped, so one bad frame cannot throw the velocity off for seconds.
@@ -100,14 +100,15 @@ class VelocityFilter:
         while self._ego[0].stamp_ns < horizon:
             self._ego.pop(0)
 
-    def ego_motion_at(self, stamp_ns: int) -> EgoMotion | None:
-        """The odometry nearest to ``stamp_ns``, if it is within ``max_odometry_gap_s``."""
+    def ego_motion_at(self, stamp_ns: int, half_width_ns: int = 0) -> EgoMotion | None:
+        """The odometry nearest to ``stamp_ns``, if it is within ``half_width_ns`` + ``max_odometry_gap_s``
+        of it (the middle of a step and half its length: odometry from anywhere in the step will do)."""
         if not self._ego:
             return None
         stamps = [m.stamp_ns for m in self._ego]
         index = bisect.bisect(stamps, stamp_ns)
         best = min(self._ego[max(index - 1, 0):index + 1], key=lambda m: abs(m.stamp_ns - stamp_ns))
-        return best if abs(best.stamp_ns - stamp_ns) <= self.max_odometry_gap_s * 1e9 else None
+        return best if abs(best.stamp_ns - stamp_ns) <= half_width_ns + self.max_odometry_gap_s * 1e9 else None
 
     def update(self, camera: str, track_id: int, position: tuple[float, float], stamp_ns: int, *,
                pixel_steps: np.ndarray | None = None, walker: bool = False) -> MotionEstimate:
@@ -122,7 +123,7 @@ class VelocityFilter:
         if track is not None and not 0 < (stamp_ns - track.stamp_ns) <= self.forget_after_s * 1e9:
             track = None  # too old, or a stamp going backwards (a bag loop): start again
         if track is not None:
-            ego = self.ego_motion_at((track.stamp_ns + stamp_ns) // 2)
+            ego = self.ego_motion_at((track.stamp_ns + stamp_ns) // 2, (stamp_ns - track.stamp_ns) // 2)
             if (ego is not None) != track.compensated:
                 track = None  # odometry came or went: the state's velocity changed meaning
         if track is None:

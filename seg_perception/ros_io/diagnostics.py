@@ -96,6 +96,42 @@ class HealthMonitor:
         return out
 
 
+class OdometryMonitor:
+    """What ~/in/odometry gave the velocity filter (geometry.odometry): WARN while velocities stay relative
+    to base_link because no usable odometry came for ``stale_after_s`` (steady clock), or some was refused."""
+
+    def __init__(self, node_name: str, *, stale_after_s: float = 1.0) -> None:
+        self.node_name, self.stale_after_s = node_name, stale_after_s
+        self.received = self.refused = 0
+        self.last_error = ""
+        self._last_used_s: float | None = None
+        self._refused_before = 0
+
+    def used(self, now_s: float) -> None:
+        self.received += 1
+        self._last_used_s = now_s
+
+    def refuse(self, reason: str) -> None:
+        self.received += 1
+        self.refused += 1
+        self.last_error = reason
+
+    def status(self, now_s: float) -> Status:
+        problems = []
+        if self._last_used_s is None:
+            problems.append("no odometry received on ~/in/odometry: velocities are relative to base_link only")
+        elif now_s - self._last_used_s > self.stale_after_s:
+            problems.append(f"no odometry for {now_s - self._last_used_s:.1f} s: velocities are relative to "
+                            "base_link only")
+        if self.refused > self._refused_before:
+            problems.append(f"refused {self.refused - self._refused_before} message(s): {self.last_error}")
+        self._refused_before = self.refused
+        values = (("received", str(self.received)), ("refused", str(self.refused)),
+                  ("last_error", self.last_error or "none"))
+        return Status(name=f"{self.node_name}: odometry", level=WARN if problems else OK,
+                      message="; ".join(problems) or "velocities over the ground", values=values)
+
+
 def startup_status(node_name: str, *, backend: str, card_summary: str, roles: Mapping[str, object],
                    missing: Mapping[str, Sequence[str]], cameras: Sequence[str]) -> Status:
     """Published once at start-up: what model runs and which roles it can serve."""

@@ -34,6 +34,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from seg_perception.geometry import GeometryError, Intrinsics, Mount
 from seg_perception.geometry.grid import GridSpec
+from seg_perception.geometry.motion import EgoMotion
 from seg_perception.inference.backends import BackendError
 from seg_perception.inference.factory import BackendRequest, open_backend
 from seg_perception.models.card import ModelCardError
@@ -48,7 +49,7 @@ from seg_perception.pipeline.pipeline import (
 from seg_perception.pipeline.scheduler import LatestFrameSlots
 from seg_perception.pipeline.stats import PipelineStats
 from seg_perception.postprocess.roles import RoleConfigError, role_mapping_for
-from seg_perception.ros_io.diagnostics import HealthMonitor, startup_status, to_diagnostic_array
+from seg_perception.ros_io.diagnostics import HealthMonitor, OdometryMonitor, startup_status, to_diagnostic_array
 from seg_perception.ros_io.environment import apply_ros_defaults, resolve_model_path
 from seg_perception.ros_io.image_codec import (
     ImageConversionError,
@@ -127,6 +128,7 @@ class PerceptionNode(Node):
         self.camera_inputs = [self._subscribe(camera, _qos(qos.input_reliability, qos.input_depth))
                                for camera in cameras]
         self.grid_publisher = None
+        self.odometry: OdometryMonitor | None = None  # with geometry.odometry
         self.tf_buffer = None  # with geometry.mounts_from_tf: where the camera poses come from
         self.lane_publishers: dict[str, object] = {}
         if self.settings.geometry.enabled:  # publish.drivable_grid may switch the grid on and off while running
@@ -144,6 +146,12 @@ class PerceptionNode(Node):
                                                                   output_qos) for camera in cameras}
             self.fused_lane_publisher = self.create_publisher(LaneBoundaryArray, "~/out/lanes", output_qos)
             self.lane_marker_publisher = self.create_publisher(MarkerArray, "~/out/lane_markers", output_qos)
+            if g.odometry:
+                from nav_msgs.msg import Odometry
+
+                self.odometry = OdometryMonitor(self.get_fully_qualified_name())
+                self.odometry_input = self.create_subscription(Odometry, "~/in/odometry", self._on_odometry,
+                                                               _qos(qos.input_reliability, qos.input_depth))
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -170,10 +178,18 @@ class PerceptionNode(Node):
         self.roles = role_mapping_for(self.card.class_names, self.card.thing_ids,
                                       Path(s.roles_config) if s.roles_config else None)
         self.pipeline = PerceptionPipeline(self.backend, self.card, self.roles, pipeline_settings(s))
+        self._check_overhang_classes(s)
         # camera -> what its obstacles get: "metres", or why pixels only (published in diagnostics)
         self.geometry_state = {camera: "no camera_info received yet" if s.geometry.enabled
                                else "pixels only (geometry.enabled is false)" for camera in s.cameras}
         self._camera_info_seen: dict[str, tuple] = {}
+
+    def _check_overhang_classes(self, s) -> None:
+        unknown = [name for name in s.geometry.overhang_classes if name not in self.card.class_names]
+        if unknown:
+            raise ParamsError(f"node {self.get_fully_qualified_name()}", {
+                "geometry.overhang_classes": f"{', '.join(unknown)} not among the model's classes "
+                                            f"({', '.join(self.card.class_names)})"})
 
     def _create_diagnostics_timer(self, period_s: float):
         return self.create_timer(period_s, self._publish_diagnostics, clock=self._steady_clock)
@@ -289,8 +305,24 @@ class PerceptionNode(Node):
             return
         # Replacing the dict entry is atomic: the worker's next frame of this camera uses it.
         g = self.settings.geometry
-        self.pipeline.set_geometry(camera, CameraGeometry(intrinsics, mount, g.max_range_m, g.sidewalk_height_m))
+        self.pipeline.set_geometry(camera, CameraGeometry(intrinsics, mount, g.max_range_m, g.sidewalk_height_m,
+                                                          g.overhangs))
         self.geometry_state[camera] = "metres"
+
+    def _on_odometry(self, msg) -> None:
+        """The vehicle's own motion, for the velocity filter; a twist of another frame or not finite is refused
+        (and said in diagnostics), never used as base_link's."""
+        assert self.odometry is not None
+        if msg.child_frame_id and msg.child_frame_id != GROUND_FRAME_ID:
+            self.odometry.refuse(f"twist of '{msg.child_frame_id}', not {GROUND_FRAME_ID}")
+            return
+        try:
+            motion = EgoMotion.from_odometry(msg)
+        except ValueError as error:
+            self.odometry.refuse(str(error))
+            return
+        self.pipeline.set_ego_motion(motion)
+        self.odometry.used(time.monotonic())
 
     def _on_image(self, camera: str, msg, counted: bool = False) -> None:
         receive_ns, receive_steady_ns = self._now_ns(), time.monotonic_ns()
@@ -322,6 +354,7 @@ class PerceptionNode(Node):
         try:
             updated = settings_with_changes(self.settings, changes)
             configured = pipeline_settings(updated)  # validates the pipeline's own ranges too
+            self._check_overhang_classes(updated)
         except (ParamsError, ValueError) as error:
             return SetParametersResult(successful=False, reason=str(error))
         with self._lock:
@@ -333,9 +366,11 @@ class PerceptionNode(Node):
             self.health.no_input_timeout_s = updated.no_input_timeout_s
             g = updated.geometry
             for camera, geometry in list(self.pipeline.geometry.items()):
-                if (geometry.max_range_m, geometry.sidewalk_height_m) != (g.max_range_m, g.sidewalk_height_m):
+                wanted = (g.max_range_m, g.sidewalk_height_m, g.overhangs)
+                if (geometry.max_range_m, geometry.sidewalk_height_m, geometry.overhangs_m) != wanted:
                     self.pipeline.set_geometry(camera, replace(geometry, max_range_m=g.max_range_m,
-                                                               sidewalk_height_m=g.sidewalk_height_m))
+                                                               sidewalk_height_m=g.sidewalk_height_m,
+                                                               overhangs_m=g.overhangs))
         if period_changed:
             self._diagnostics_timer.cancel()
             self.destroy_timer(self._diagnostics_timer)
@@ -461,6 +496,8 @@ class PerceptionNode(Node):
                                         seconds_since_start=self.stats.seconds_since_start(),
                                         backend_failure=self._backend_failure,
                                         geometry=dict(self.geometry_state) if self.settings.geometry.enabled else {})
+        if self.odometry is not None:
+            statuses.append(self.odometry.status(time.monotonic()))
         # The model status rides along every time: an aggregator that started late still sees it.
         statuses.append(self._model_status)
         self.diagnostics.publish(to_diagnostic_array(statuses, self.get_clock().now().to_msg()))

@@ -113,6 +113,7 @@ def obstacle_list_msg(result: FrameResult, header: Any, types: MessageTypes) -> 
     for o in result.obstacles:
         x, y = o.ground_xy_m or (0.0, 0.0)
         vx, vy = o.velocity_xy_mps or (0.0, 0.0)
+        gx, gy = o.velocity_over_ground_xy_mps or (0.0, 0.0)
         obstacles.append(types.obstacle(
             instance_id=o.instance_id, track_id=o.track_id, class_id=o.class_id, class_name=o.class_name,
             score=float(o.score),
@@ -122,7 +123,8 @@ def obstacle_list_msg(result: FrameResult, header: Any, types: MessageTypes) -> 
             has_position=o.ground_xy_m is not None, position=types.point(x=float(x), y=float(y), z=0.0),
             range_m=float(o.range_m or 0.0), bearing_rad=float(o.bearing_rad or 0.0),
             has_velocity=o.velocity_xy_mps is not None, velocity=types.vector(x=float(vx), y=float(vy), z=0.0),
-            velocity_samples=o.velocity_samples))
+            velocity_samples=o.velocity_samples, has_velocity_over_ground=o.velocity_over_ground_xy_mps is not None,
+            velocity_over_ground=types.vector(x=float(gx), y=float(gy), z=0.0)))
     located = any(o.ground_xy_m is not None for o in result.obstacles)
     return types.obstacle_list(header=header, image_width=width, image_height=height, obstacles=obstacles,
                                ground_frame_id=GROUND_FRAME_ID if located else "")

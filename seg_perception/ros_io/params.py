@@ -283,8 +283,15 @@ class GeometrySettings:
     enabled: bool
     mounts: tuple[float, ...]  # 6 per camera: x, y, z, roll, pitch, yaw
     mounts_from_tf: bool  # instead of mounts: base_link -> each camera_info's frame on TF
+    odometry: bool  # ~/in/odometry: the vehicle's own motion taken out of obstacle velocities
     max_range_m: float
     sidewalk_height_m: float  # contacts on sidewalk are projected onto this height
+    overhang_classes: tuple[str, ...]  # vehicle classes whose contact moves by ...
+    overhang_m: tuple[float, ...]  # ... this much towards base_link's y axis
+
+    @property
+    def overhangs(self) -> tuple[tuple[str, float], ...]:
+        return tuple(zip(self.overhang_classes, self.overhang_m, strict=True))
     grid_resolution_m: float
     grid_extent_m: tuple[float, ...]  # x_min, x_max, y_min, y_max
 
@@ -359,6 +366,11 @@ def _check_relations(nested: Mapping[str, Any], source: str) -> None:
     if cells > 4_000_000:
         raise ParamsError(source, {"geometry.grid_resolution_m": f"{cells:.0f} cells; coarsen it or shrink "
                                                                  "geometry.grid_extent_m (at most 4000000)"})
+    geometry = nested["geometry"]
+    if len(geometry["overhang_classes"]) != len(geometry["overhang_m"]):
+        raise ParamsError(source, {"geometry.overhang_m": f"one per class of geometry.overhang_classes "
+                                                          f"({len(geometry['overhang_classes'])}), got "
+                                                          f"{len(geometry['overhang_m'])}"})
     low = [camera for camera, z in zip(cameras, mounts[2::6], strict=True) if z <= 0]
     if low:
         raise ParamsError(source, {"geometry.mounts": f"z (the third number) must be above the ground (> 0) "

@@ -4,7 +4,8 @@ Usage: synth_publisher.py --prefix /test --cameras front,rear --size 640x320 --s
            --frames 12 --rate 4 --burst-frames 30 --burst-rate 40 --bad-frames 1
 
 ``--camera-info front`` also publishes those cameras' CameraInfo (the renderer's exact intrinsics) on
-``PREFIX/CAMERA/camera_info`` with every image.
+``PREFIX/CAMERA/camera_info`` with every image; ``--odometry`` the ego's motion (nav_msgs/Odometry, twist in
+base_link, as the synthetic world knows it) on ``PREFIX/odom`` before each time step.
 Phases: ``--frames`` steps at ``--rate`` Hz (the node keeps up), then ``--burst-frames`` at
 ``--burst-rate`` Hz (an overload: the node must drop and count), then ``--bad-frames`` undecodable
 images per camera. Each published image prints ``frame CAMERA STAMP_NS INDEX PHASE``, so the test can
@@ -19,6 +20,7 @@ import time
 import numpy as np
 import rclpy
 from _ros_node import ros_node
+from nav_msgs.msg import Odometry
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--bad-frames", type=int, default=0)
     parser.add_argument("--wait-subscribers", type=float, default=60.0)
     parser.add_argument("--camera-info", default="", help="cameras whose CameraInfo is published too")
+    parser.add_argument("--odometry", action="store_true", help="publish the ego's odometry on PREFIX/odom")
     args = parser.parse_args()
     cameras = args.cameras.split(",")
     width, height = (int(v) for v in args.size.split("x"))
@@ -53,7 +56,18 @@ def main() -> None:
         info_cameras = [c for c in args.camera_info.split(",") if c]
         info_publishers = {c: node.create_publisher(CameraInfo, f"{args.prefix}/{c}/camera_info",
                                                     qos_profile_sensor_data) for c in info_cameras}
+        odometry = node.create_publisher(Odometry, f"{args.prefix}/odom", qos_profile_sensor_data) \
+            if args.odometry else None
         print("publisher ready", flush=True)
+
+        def publish_odometry(index: int) -> None:
+            ego = next(iter(steps[index].values())).ground_truth["ego"]
+            msg = Odometry(child_frame_id="base_link")
+            msg.header.stamp = node.get_clock().now().to_msg()
+            msg.header.frame_id = "odom"
+            msg.twist.twist.linear.x, msg.twist.twist.linear.y = ego["velocity_xy_mps"]
+            msg.twist.twist.angular.z = ego["yaw_rate_rps"]
+            odometry.publish(msg)
 
         def publish(camera: str, image: np.ndarray, index: int, phase: str, encoding: str = "rgb8") -> None:
             msg = Image(height=image.shape[0], width=image.shape[1], encoding=encoding, is_bigendian=0,
@@ -75,6 +89,8 @@ def main() -> None:
         schedule += [("burst", i % len(steps), args.burst_rate) for i in range(args.burst_frames)]
         for phase, index, rate in schedule:
             started = time.monotonic()
+            if odometry is not None:
+                publish_odometry(index)
             for camera in cameras:
                 publish(camera, steps[index][camera].image, index, phase)
             time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
