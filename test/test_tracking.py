@@ -130,3 +130,39 @@ def test_invalid_inputs_raise() -> None:
         tracker.update(np.zeros((4, 4), np.float32), {})
     with pytest.raises(ValueError, match=">= 1"):
         tracker.update(np.zeros((4, 4), np.uint16), {0: CAR})
+
+
+def _boxes(boxes: dict[int, tuple[int, int, int, int]]) -> dict[int, tuple[float, float, float, float]]:
+    """The second stage's boxes (centre x, centre y, width, height) of _instance_map's (x, y, w, h)."""
+    return {i: (x + w / 2, y + h / 2, float(w), float(h)) for i, (x, y, w, h) in boxes.items()}
+
+
+def test_a_thin_fast_object_keeps_its_id_by_its_box_where_overlap_fails() -> None:
+    """A person 6 px wide walking 5 px per frame overlaps its last mask at IoU < 0.3: by overlap alone it
+    gets a new track every frame; with boxes, the second stage follows its predicted centre."""
+    steps = [{1: (10 + 5 * k, 20, 6, 30)} for k in range(8)]
+    by_overlap = ObstacleTracker(stride=1)
+    assert len({by_overlap.update(_instance_map(b), {1: PERSON})[1] for b in steps}) == 8
+    by_box = ObstacleTracker(stride=1)
+    assert {by_box.update(_instance_map(b), {1: PERSON}, _boxes(b))[1] for b in steps} == {1}
+    # it speeds up: still within half its height of where its last shift predicts it
+    faster = {1: (10 + 5 * 7 + 12, 20, 6, 30)}
+    assert by_box.update(_instance_map(faster), {1: PERSON}, _boxes(faster))[1] == 1
+
+
+def test_the_box_stage_needs_the_class_a_similar_height_and_a_near_centre() -> None:
+    tracker = ObstacleTracker(stride=1)
+    start = {1: (40, 20, 6, 30)}
+    first = tracker.update(_instance_map(start), {1: PERSON}, _boxes(start))[1]
+    for boxes, classes in (({1: (48, 20, 6, 30)}, {1: CAR}),  # another class
+                           ({1: (48, 5, 6, 50)}, {1: PERSON}),  # 1.7 times as tall
+                           ({1: (60, 20, 6, 30)}, {1: PERSON})):  # 20 px away: two thirds of its height
+        fresh = ObstacleTracker(stride=1)
+        fresh.update(_instance_map(start), {1: PERSON}, _boxes(start))
+        assert fresh.update(_instance_map(boxes), classes, _boxes(boxes))[1] != first, boxes
+    # two candidates: the nearer predicted centre wins, one to one
+    two = {1: (10, 20, 6, 30), 2: (60, 20, 6, 30)}
+    tracker = ObstacleTracker(stride=1)
+    ids = tracker.update(_instance_map(two), {1: PERSON, 2: PERSON}, _boxes(two))
+    moved = {1: (67, 20, 6, 30), 2: (17, 20, 6, 30)}  # numbered the other way round
+    assert tracker.update(_instance_map(moved), {1: PERSON, 2: PERSON}, _boxes(moved)) == {1: ids[2], 2: ids[1]}

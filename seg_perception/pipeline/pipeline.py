@@ -320,7 +320,9 @@ class PerceptionPipeline:
             if reason is not None and reason != "first_frame":
                 tracker.reset()
                 self.motion.reset(camera)
-            track_ids.append(tracker.update(instances, {i.instance_id: i.class_id for i in frame_infos}))
+            boxes = {i.instance_id: (i.bbox_xywh[0] + i.bbox_xywh[2] / 2, i.bbox_xywh[1] + i.bbox_xywh[3] / 2,
+                                     float(i.bbox_xywh[2]), float(i.bbox_xywh[3])) for i in frame_infos}
+            track_ids.append(tracker.update(instances, {i.instance_id: i.class_id for i in frame_infos}, boxes))
         timings["smoothing"] = smoothing_ms + _ms(start)
 
         start = time.perf_counter()

@@ -12,8 +12,15 @@ An unmatched instance starts a new track; track ids come from a counter that nev
 reused (also not across ``reset``). A track may be missed for up to ``max_misses`` frames and still be matched
 with its last-seen mask; after that it is forgotten.
 
-Instances too small to cover a grid point (less than about ``stride`` x ``stride`` px) cannot be matched and get a
-new track id every frame.
+With the instances' boxes (``update(..., boxes=...)``) a second stage matches what the overlap left over: a
+thin person walking across the view, or anything near and moving fast in the image, overlaps its last mask
+too little (IoU < 0.3 after a shift of a third of its width) and would start a new track every frame, and with
+it a new velocity filter. There, an unmatched instance takes the unmatched track of its class whose box centre,
+moved on by the track's last shift per frame, lies nearest, within ``max_centre_shift`` of the boxes' height,
+and whose height is within a factor ``max_size_ratio``.
+
+Instances too small to cover a grid point (less than about ``stride`` x ``stride`` px) cannot be matched by
+overlap; with boxes the second stage matches them.
 """
 
 from __future__ import annotations
@@ -25,12 +32,16 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+Box = tuple[float, float, float, float]  # centre x, centre y, width, height (pixels of the instance map)
+
 
 @dataclass
 class _Track:
     class_id: int
     last_frame: int  # index of the frame where the track was last matched
     instance_id: int  # its instance id in that frame
+    box: Box | None = None  # its box then (when boxes are given)
+    shift: tuple[float, float] = (0.0, 0.0)  # how far its box centre moved per frame, at its last match
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,8 @@ class _SparseMap:
 class ObstacleTracker:
     """Maps each frame's instance ids to track ids that stay the same for the same object."""
 
-    def __init__(self, *, iou_threshold: float = 0.3, stride: int = 4, max_misses: int = 0) -> None:
+    def __init__(self, *, iou_threshold: float = 0.3, stride: int = 4, max_misses: int = 0,
+                 max_centre_shift: float = 0.5, max_size_ratio: float = 1.5) -> None:
         if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, Real) or not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
         if isinstance(stride, bool) or not isinstance(stride, Integral) or stride < 1:
@@ -55,6 +67,7 @@ class ObstacleTracker:
         self.iou_threshold = float(iou_threshold)
         self.stride = int(stride)
         self.max_misses = int(max_misses)
+        self.max_centre_shift, self.max_size_ratio = float(max_centre_shift), float(max_size_ratio)
         self._next_track_id = 1  # survives reset(): ids stay unique over the tracker's life
         self._frame_index = 0
         self._image_shape: tuple[int, int] | None = None
@@ -68,9 +81,11 @@ class ObstacleTracker:
         self._past_frames.clear()
         self._image_shape = None
 
-    def update(self, instances: np.ndarray | torch.Tensor, class_ids: Mapping[int, int]) -> dict[int, int]:
+    def update(self, instances: np.ndarray | torch.Tensor, class_ids: Mapping[int, int],
+               boxes: Mapping[int, Box] | None = None) -> dict[int, int]:
         """Track id (>= 1) for every instance id in ``class_ids``; ``instances`` is the (H, W) map, 0 = none,
-        a numpy array or a tensor on any device (the counting runs there)."""
+        a numpy array or a tensor on any device (the counting runs there). ``boxes``: instance id -> its box
+        (centre x, centre y, width, height), for the second stage (module docstring)."""
         instances = _as_tensor(instances)
         if any(instance_id < 1 for instance_id in class_ids):
             raise ValueError(f"instance ids must be >= 1, got {sorted(class_ids)}")
@@ -92,13 +107,19 @@ class ObstacleTracker:
 
         sparse = _SparseMap(pixel_index, instance_ids, num_ids)
         assignment = self._match(current, sparse, class_ids)
+        boxes = boxes or {}
+        assignment.update(self._match_boxes(frame, class_ids, boxes, assignment))
         for instance_id in sorted(class_ids):
             track_id = assignment.get(instance_id)
             if track_id is None:
                 track_id = self._next_track_id
                 self._next_track_id += 1
                 assignment[instance_id] = track_id
-            self._tracks[track_id] = _Track(int(class_ids[instance_id]), frame, instance_id)
+            box, shift, before = boxes.get(instance_id), (0.0, 0.0), self._tracks.get(track_id)
+            if box is not None and before is not None and before.box is not None:
+                frames = frame - before.last_frame
+                shift = ((box[0] - before.box[0]) / frames, (box[1] - before.box[1]) / frames)
+            self._tracks[track_id] = _Track(int(class_ids[instance_id]), frame, instance_id, box, shift)
 
         # forget tracks missed too long, then the frames no live track refers to
         self._tracks = {t: s for t, s in self._tracks.items() if frame - s.last_frame <= self.max_misses}
@@ -157,6 +178,36 @@ class ObstacleTracker:
             assignment[current_id] = track_id
             taken_tracks.add(track_id)
         return assignment
+
+
+    def _match_boxes(self, frame: int, class_ids: Mapping[int, int], boxes: Mapping[int, Box],
+                     taken: Mapping[int, int]) -> dict[int, int]:
+        """The second stage: what overlap left unmatched, by predicted box centre (instance id -> track id)."""
+        used = set(taken.values())
+        free = {t: s for t, s in self._tracks.items() if t not in used and s.box is not None}
+        candidates: list[tuple[float, int, int]] = []  # (centre distance / height, track id, instance id)
+        for instance_id, class_id in class_ids.items():
+            box = boxes.get(instance_id)
+            if instance_id in taken or box is None:
+                continue
+            for track_id, track in free.items():
+                last = track.box
+                assert last is not None
+                ratio = box[3] / max(last[3], 1e-6)
+                if track.class_id != class_id or not 1 / self.max_size_ratio <= ratio <= self.max_size_ratio:
+                    continue
+                frames = frame - track.last_frame
+                distance = np.hypot(box[0] - (last[0] + track.shift[0] * frames),
+                                    box[1] - (last[1] + track.shift[1] * frames)) / max(box[3], last[3], 1.0)
+                if distance <= self.max_centre_shift:
+                    candidates.append((float(distance), track_id, instance_id))
+        candidates.sort()
+        out: dict[int, int] = {}
+        for _, track_id, instance_id in candidates:
+            if instance_id not in out and track_id not in used:
+                out[instance_id] = track_id
+                used.add(track_id)
+        return out
 
 
 def _as_tensor(instances: np.ndarray | torch.Tensor) -> torch.Tensor:
