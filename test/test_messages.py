@@ -21,7 +21,8 @@ def _obstacle_list():
                  bbox=RegionOfInterest(x_offset=100, y_offset=200, width=80, height=40),
                  area_px=2500, centroid_x_px=140.5, centroid_y_px=221.25, has_position=True,
                  position=Point(x=12.5, y=-1.25), range_m=12.56, bearing_rad=-0.0997, has_velocity=True,
-                 velocity=Vector3(x=-3.0, y=0.5), velocity_samples=4),
+                 velocity=Vector3(x=-3.0, y=0.5), velocity_samples=4, has_velocity_over_ground=True,
+                 velocity_over_ground=Vector3(x=7.0, y=0.25)),
         Obstacle(instance_id=2, track_id=0, class_id=11, class_name="person", score=0.51,
                  bbox=RegionOfInterest(x_offset=600, y_offset=180, width=12, height=40),
                  area_px=300, centroid_x_px=606.0, centroid_y_px=200.0),
@@ -41,8 +42,10 @@ def test_generated_python_types_have_the_documented_fields() -> None:
         "instance_id", "track_id", "class_id", "class_name", "score", "bbox", "area_px",
         "centroid_x_px", "centroid_y_px",  # the pixel fields, unchanged since the first version
         "has_position", "position", "range_m", "bearing_rad", "has_velocity", "velocity", "velocity_samples",
+        "has_velocity_over_ground", "velocity_over_ground",  # with the vehicle's odometry
     }
     assert obstacle["position"] == "geometry_msgs/Point" and obstacle["velocity"] == "geometry_msgs/Vector3"
+    assert obstacle["velocity_over_ground"] == "geometry_msgs/Vector3"
     fields = LatencyReport.get_fields_and_field_types()
     for stage in ("receive", "queue", "preprocess", "inference", "postprocess", "smoothing", "publish",
                   "end_to_end"):
@@ -65,7 +68,8 @@ def test_rclpy_bytes_deserialise_with_rosbags_typestore() -> None:
     assert np.isclose(first.score, 0.93) and first.centroid_y_px == 221.25
     assert first.has_position and (first.position.x, first.position.y) == (12.5, -1.25)
     assert first.has_velocity and first.velocity.x == -3.0 and first.velocity_samples == 4
-    assert not decoded.obstacles[1].has_position
+    assert first.has_velocity_over_ground and first.velocity_over_ground.x == 7.0
+    assert not decoded.obstacles[1].has_position and not decoded.obstacles[1].has_velocity_over_ground
 
 
 def test_rosbags_bytes_deserialise_with_rclpy() -> None:
