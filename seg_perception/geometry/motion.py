@@ -18,13 +18,12 @@ the over-ground one comes with it. Without odometry the state's velocity is the 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-_H = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -87,26 +86,26 @@ class VelocityFilter:
     max_rejected: int = 2
     _tracks: dict[tuple[str, int], _Track] = field(default_factory=dict)
     _ego: list[EgoMotion] = field(default_factory=list)  # sorted by stamp
+    _ego_stamps: list[int] = field(default_factory=list)  # theirs, for bisect
 
     def add_ego_motion(self, motion: EgoMotion) -> None:
         """Odometry, in any order (a few seconds are kept)."""
-        stamps = [m.stamp_ns for m in self._ego]
-        index = bisect.bisect(stamps, motion.stamp_ns)
-        if index and stamps[index - 1] == motion.stamp_ns:
+        index = bisect.bisect(self._ego_stamps, motion.stamp_ns)
+        if index and self._ego_stamps[index - 1] == motion.stamp_ns:
             self._ego[index - 1] = motion
         else:
             self._ego.insert(index, motion)
-        horizon = self._ego[-1].stamp_ns - int(5e9)
-        while self._ego[0].stamp_ns < horizon:
-            self._ego.pop(0)
+            self._ego_stamps.insert(index, motion.stamp_ns)
+        old = bisect.bisect_left(self._ego_stamps, self._ego_stamps[-1] - int(5e9))
+        if old:
+            del self._ego[:old], self._ego_stamps[:old]
 
     def ego_motion_at(self, stamp_ns: int, half_width_ns: int = 0) -> EgoMotion | None:
         """The odometry nearest to ``stamp_ns``, if it is within ``half_width_ns`` + ``max_odometry_gap_s``
         of it (the middle of a step and half its length: odometry from anywhere in the step will do)."""
         if not self._ego:
             return None
-        stamps = [m.stamp_ns for m in self._ego]
-        index = bisect.bisect(stamps, stamp_ns)
+        index = bisect.bisect(self._ego_stamps, stamp_ns)
         best = min(self._ego[max(index - 1, 0):index + 1], key=lambda m: abs(m.stamp_ns - stamp_ns))
         return best if abs(best.stamp_ns - stamp_ns) <= half_width_ns + self.max_odometry_gap_s * 1e9 else None
 
@@ -118,7 +117,6 @@ class VelocityFilter:
         key = (camera, track_id)
         measured = np.asarray(position, np.float64)
         noise = self._measurement_noise(measured, pixel_steps)
-        ego_now = self.ego_motion_at(stamp_ns)
         track = self._tracks.get(key)
         if track is not None and not 0 < (stamp_ns - track.stamp_ns) <= self.forget_after_s * 1e9:
             track = None  # too old, or a stamp going backwards (a bag loop): start again
@@ -127,7 +125,7 @@ class VelocityFilter:
             if (ego is not None) != track.compensated:
                 track = None  # odometry came or went: the state's velocity changed meaning
         if track is None:
-            compensated = ego_now is not None
+            compensated = self.ego_motion_at(stamp_ns) is not None
             speed_sigma = self.walker_speed_sigma_mps if (walker and compensated) else self.speed_sigma_mps
             covariance = np.zeros((4, 4))
             covariance[:2, :2] = noise
@@ -137,29 +135,23 @@ class VelocityFilter:
         dt = (stamp_ns - track.stamp_ns) * 1e-9
         ego_velocity, yaw_rate = (np.zeros(2), 0.0) if ego is None else (np.asarray(ego.velocity_xy_mps),
                                                                           ego.yaw_rate_rps)
-        # base_link turns by yaw_rate * dt: what stays put in the world turns the other way in it
-        c, s = np.cos(-yaw_rate * dt), np.sin(-yaw_rate * dt)
-        turn = np.array([[c, -s], [s, c]])
-        transition = np.zeros((4, 4))
-        transition[:2, :2], transition[:2, 2:], transition[2:, 2:] = turn, turn * dt, turn
-        # white-acceleration process noise (piecewise constant acceleration over dt)
-        g = np.array([[dt * dt / 2, 0.0], [0.0, dt * dt / 2], [dt, 0.0], [0.0, dt]])
+        transition, turn, process = _prediction(dt, yaw_rate)
         sigma = self.walker_acceleration_sigma if walker else self.acceleration_sigma
         state = transition @ track.state
         state[:2] -= turn @ ego_velocity * dt
-        covariance = transition @ track.covariance @ transition.T + g @ g.T * sigma**2
-        innovation = measured - _H @ state
-        spread = _H @ covariance @ _H.T + noise
-        if track.updates >= 3 and float(innovation @ np.linalg.solve(spread, innovation)) > self.gate:
+        covariance = transition @ track.covariance @ transition.T + process * sigma**2
+        innovation = measured - state[:2]
+        spread_inverse = _inverse_2x2(covariance[:2, :2] + noise)
+        if track.updates >= 3 and float(innovation @ spread_inverse @ innovation) > self.gate:
             track.rejected += 1
             if track.rejected > self.max_rejected:
                 del self._tracks[key]
                 return self.update(camera, track_id, position, stamp_ns, pixel_steps=pixel_steps, walker=walker)
             track.state, track.covariance, track.stamp_ns = state, covariance, stamp_ns  # the prediction
         else:
-            gain = covariance @ _H.T @ np.linalg.inv(spread)
+            gain = covariance[:, :2] @ spread_inverse  # covariance H^T S^-1, H picking x and y
             track.state = state + gain @ innovation
-            track.covariance = (np.eye(4) - gain @ _H) @ covariance
+            track.covariance = covariance - gain @ covariance[:2, :]
             track.stamp_ns, track.updates, track.rejected = stamp_ns, track.updates + 1, 0
         x, y, vx, vy = track.state
         if not track.compensated:
@@ -171,8 +163,10 @@ class VelocityFilter:
         if pixel_steps is None or not np.isfinite(pixel_steps).all():
             spread = self.position_sigma_m + 0.03 * float(np.hypot(*measured))
             return np.eye(2) * spread**2
-        steps = np.asarray(pixel_steps, np.float64)
-        return self.pixel_sigma**2 * steps.T @ steps + np.eye(2) * self.position_sigma_m**2
+        (r0, r1), (c0, c1) = pixel_steps  # sum of the outer products of the two steps, plus the floor
+        k, floor = self.pixel_sigma**2, self.position_sigma_m**2
+        cross = k * (r0 * r1 + c0 * c1)
+        return np.array([[k * (r0 * r0 + c0 * c0) + floor, cross], [cross, k * (r1 * r1 + c1 * c1) + floor]])
 
     def forget_older_than(self, stamp_ns: int) -> None:
         horizon = stamp_ns - self.forget_after_s * 1e9
@@ -180,3 +174,22 @@ class VelocityFilter:
 
     def reset(self, camera: str | None = None) -> None:
         self._tracks = {k: t for k, t in self._tracks.items() if camera is not None and k[0] != camera}
+
+
+@functools.lru_cache(maxsize=256)
+def _prediction(dt: float, yaw_rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(transition, turn, process noise per unit acceleration variance) over dt; cached, since a camera's
+    steps repeat the same dt and odometry's yaw rate (the arrays are only read)."""
+    # base_link turns by yaw_rate * dt: what stays put in the world turns the other way in it
+    c, s = math.cos(-yaw_rate * dt), math.sin(-yaw_rate * dt)
+    turn = np.array([[c, -s], [s, c]])
+    transition = np.zeros((4, 4))
+    transition[:2, :2], transition[:2, 2:], transition[2:, 2:] = turn, turn * dt, turn
+    # white-acceleration process noise (piecewise constant acceleration over dt)
+    g = np.array([[dt * dt / 2, 0.0], [0.0, dt * dt / 2], [dt, 0.0], [0.0, dt]])
+    return transition, turn, g @ g.T
+
+
+def _inverse_2x2(matrix: np.ndarray) -> np.ndarray:
+    (a, b), (c, d) = matrix
+    return np.array([[d, -b], [-c, a]]) / (a * d - b * c)
