@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,26 +88,30 @@ class VelocityFilter:
     _tracks: dict[tuple[str, int], _Track] = field(default_factory=dict)
     _ego: list[EgoMotion] = field(default_factory=list)  # sorted by stamp
     _ego_stamps: list[int] = field(default_factory=list)  # theirs, for bisect
+    # odometry arrives on another thread (the node's callbacks) than the frames' updates
+    _ego_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_ego_motion(self, motion: EgoMotion) -> None:
-        """Odometry, in any order (a few seconds are kept)."""
-        index = bisect.bisect(self._ego_stamps, motion.stamp_ns)
-        if index and self._ego_stamps[index - 1] == motion.stamp_ns:
-            self._ego[index - 1] = motion
-        else:
-            self._ego.insert(index, motion)
-            self._ego_stamps.insert(index, motion.stamp_ns)
-        old = bisect.bisect_left(self._ego_stamps, self._ego_stamps[-1] - int(5e9))
-        if old:
-            del self._ego[:old], self._ego_stamps[:old]
+        """Odometry, in any order (a few seconds are kept); any thread."""
+        with self._ego_lock:
+            index = bisect.bisect(self._ego_stamps, motion.stamp_ns)
+            if index and self._ego_stamps[index - 1] == motion.stamp_ns:
+                self._ego[index - 1] = motion
+            else:
+                self._ego.insert(index, motion)
+                self._ego_stamps.insert(index, motion.stamp_ns)
+            old = bisect.bisect_left(self._ego_stamps, self._ego_stamps[-1] - int(5e9))
+            if old:
+                del self._ego[:old], self._ego_stamps[:old]
 
     def ego_motion_at(self, stamp_ns: int, half_width_ns: int = 0) -> EgoMotion | None:
         """The odometry nearest to ``stamp_ns``, if it is within ``half_width_ns`` + ``max_odometry_gap_s``
         of it (the middle of a step and half its length: odometry from anywhere in the step will do)."""
-        if not self._ego:
-            return None
-        index = bisect.bisect(self._ego_stamps, stamp_ns)
-        best = min(self._ego[max(index - 1, 0):index + 1], key=lambda m: abs(m.stamp_ns - stamp_ns))
+        with self._ego_lock:
+            if not self._ego:
+                return None
+            index = bisect.bisect(self._ego_stamps, stamp_ns)
+            best = min(self._ego[max(index - 1, 0):index + 1], key=lambda m: abs(m.stamp_ns - stamp_ns))
         return best if abs(best.stamp_ns - stamp_ns) <= half_width_ns + self.max_odometry_gap_s * 1e9 else None
 
     def update(self, camera: str, track_id: int, position: tuple[float, float], stamp_ns: int, *,
