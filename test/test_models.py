@@ -645,13 +645,20 @@ def test_card_instance_stride_defaults_to_8_and_is_checked() -> None:
             card_from_dict({**data, "instance_stride": bad}, "old card")
 
 
-def test_the_stage7_candidate_loads_strictly_and_carries_its_held_out_records() -> None:
-    """models/demo_stage7 (a GPU stage, not shipped yet): its weights match its card and architecture
-    exactly, and its card holds the held-out evaluations its README quotes."""
+def test_the_shipped_stage7_and_the_previous_stage5_load_strictly_with_their_held_out_records() -> None:
+    """models/demo is stage 7 (a GPU stage, carded at 512x256 like stage 5 before it); models/demo_stage5, the
+    model shipped before it, is kept for comparison. Both load strictly, and their cards hold the held-out
+    evaluations their READMEs quote."""
     from seg_perception.models.checkpoint import load_checkpoint
 
-    model, card = load_checkpoint(Path(__file__).resolve().parents[1] / "models" / "demo_stage7")
-    assert card.input_size == (1024, 512) and card.instance_stride == 8 and model.is_deploy
+    models = Path(__file__).resolve().parents[1] / "models"
+    model, card = load_checkpoint(models / "demo")
+    assert card.input_size == (512, 256) and card.instance_stride == 8 and model.is_deploy
+    assert card.training["recipe"]["input_size"] == [1024, 512]  # trained at 1024x512, scale range 0.5-2
     high, low = card.metrics["heldout_test_1024x512"], card.metrics["heldout_test"]
     assert high["data"] == ["synthetic:data/demo_synth_hr:test"] and low["data"] == ["synthetic:data/demo_synth:test"]
     assert round(100 * high["values"]["miou"], 1) == 78.1 and round(100 * low["values"]["miou"], 1) == 73.3
+    previous, previous_card = load_checkpoint(models / "demo_stage5")
+    assert previous_card.input_size == (512, 256) and previous.is_deploy
+    # the lineage: stage 7 was trained from stage 6 (the shared H200 checkpoint), stage 6 from stage 5
+    assert card.training["previous_stage"]["previous_stage"]["weights_sha256"] == previous_card.weights_sha256

@@ -249,7 +249,7 @@ def test_file_without_our_section_or_parameters(tmp_path: Path) -> None:
 def test_flatten_unflatten_round_trip() -> None:
     nested = shipped_nested()
     flat = flatten(nested)
-    assert flat["smoothing.label_prior"] == 0.75 and flat["qos.output_depth"] == 5
+    assert flat["smoothing.label_prior"] == 0.6 and flat["qos.output_depth"] == 5
     assert flat["cameras"] == ["front", "rear"]  # lists stay values
     assert unflatten(flat) == nested
     with pytest.raises(ValueError, match="both"):
@@ -263,7 +263,7 @@ def test_settings_round_trip_and_mirror_the_schema() -> None:
     assert NodeSettings.from_nested(settings.to_nested()) == settings
     assert list(flatten(settings.to_nested())) == list(parameter_specs())
     assert settings.cameras == ("front", "rear")
-    assert settings.smoothing.label_prior == 0.75 and settings.qos.output_depth == 5
+    assert settings.smoothing.label_prior == 0.6 and settings.qos.output_depth == 5
     assert settings.input_size is None  # 0 x 0: the model card's size
     sized = NodeSettings.from_nested({**nested, "input_width": 1024, "input_height": 512})
     assert sized.input_size == (1024, 512)
@@ -322,7 +322,7 @@ def test_every_float_parameter_has_a_finite_range() -> None:
 
 
 def test_nan_in_a_file_and_a_flooding_period_are_named(tmp_path: Path) -> None:
-    text = SHIPPED.read_text().replace("label_prior: 0.75", "label_prior: .nan")
+    text = SHIPPED.read_text().replace("label_prior: 0.6", "label_prior: .nan")
     text = text.replace("diagnostics_period_s: 1.0", "diagnostics_period_s: 1.0e-6")
     path = tmp_path / "nan.yaml"
     path.write_text(text)

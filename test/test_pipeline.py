@@ -293,7 +293,7 @@ def test_smoothing_earns_its_place_on_synthetic_video(backend) -> None:
     """TC (flow-warped mIoU between consecutive predictions) rises by >= 2 points, mIoU drops <= 0.5.
 
     Eight held-out drives of 16 frames at 30 Hz, the rate of automotive cameras, at the model's 512x256;
-    the default smoothing (label prior 0.75, no exponential term). docs/BENCHMARKS.md also gives 10 Hz,
+    the default smoothing (label prior 0.6, no exponential term). docs/BENCHMARKS.md also gives 10 Hz,
     where the mIoU cost is larger, and says why the sample is this big.
     """
     card = load_card(DEMO)

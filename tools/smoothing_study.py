@@ -19,7 +19,8 @@ from seg_perception.synth import render_sequence
 
 SETTINGS = {
     "off": {"smoothing_enabled": False},
-    "label prior 0.75 (default)": {},
+    "label prior 0.6 (default)": {},
+    "label prior 0.75 (the default for stage 5)": {"smoothing_label_prior": 0.75},
     "label prior 1.5": {"smoothing_label_prior": 1.5},
     "exponential 0.3": {"smoothing_strength": 0.3, "smoothing_label_prior": 0.0},
     "exponential 0.5": {"smoothing_strength": 0.5, "smoothing_label_prior": 0.0},

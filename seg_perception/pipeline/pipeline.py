@@ -113,7 +113,7 @@ class PipelineSettings:
     output_resolution: str = "camera"
     smoothing_enabled: bool = True
     smoothing_strength: float = 0.0  # exponential weight of the previous logits
-    smoothing_label_prior: float = 0.75  # logit bonus of the previous frame's class (hysteresis)
+    smoothing_label_prior: float = 0.6  # logit bonus of the previous frame's class (hysteresis)
     smoothing_max_gap_s: float = 0.5
     tracking_iou_threshold: float = 0.3
     tracking_max_misses: int = 2
