@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 16's stage 7 in one call on a GPU machine, from the repository root: render the recorded training sets
-# of models/demo/README.md (and the H200 stage's extra set), then train from the H200 stage-6 checkpoint with
+# of models/demo_stage5/README.md (and the H200 stage's extra set), then train from the H200 stage-6 checkpoint with
 # the stride-4 instance head for ITERATIONS iterations, and leave the checkpoint folder in ${OUT:-gpu_stage7_out}.
 # The held-out evaluation runs afterwards on any machine (`seg-perception eval --record`, see models/demo/README.md).
 #
@@ -40,7 +40,7 @@ if [[ $dry_run == 1 ]]; then
 else
     iterations=${ITERATIONS:-600} device=cuda batch=16 crop=768x384 input=1024x512
 fi
-# The recorded sets (models/demo/README.md) plus gpu_extra; the dry run renders two frames of each.
+# The recorded sets (models/demo_stage5/README.md) plus gpu_extra; the dry run renders two frames of each.
 start=$SECONDS
 synth() {  # OUT SEQUENCES FRAMES SIZE SEED SPLIT
     local sequences=$2 frames=$3
