@@ -35,7 +35,7 @@ TWO_WHEELERS = ("bicycle", "motorcycle")  # what a rider stands on: its ground c
 WALKERS = ("person",)  # walking speeds and accelerations in the velocity filter
 # How far a vehicle's body reaches beyond its lowest visible ground contact, its tyres, along base_link x:
 # the overhang in front of the front axle or behind the rear one (typical passenger cars: 0.8-1.0 m). Traffic
-# is assumed to run parallel to the vehicle, so a contact is moved that far towards base_link's y axis.
+# is assumed to run parallel to the vehicle, so a contact is moved that far along base_link x, towards it.
 DEFAULT_OVERHANGS_M = (("car", 0.9),)
 
 
