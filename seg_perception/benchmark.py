@@ -387,13 +387,11 @@ def metres_outputs_ms(size: tuple[int, int], cameras: Sequence[str] = ("front", 
         grid_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         motion.add_ego_motion(EgoMotion(call * 100_000_000, (10.0, 0.0), 0.05))  # odometry, as the node gets it
-        half = np.array([[0.0, 0.0], [0.0, 0.5], [0.0, -0.5], [0.5, 0.0], [-0.5, 0.0]])  # as the pipeline
         for index, (projector, bottoms, _) in enumerate(contacts):
-            around = projector.to_ground((bottoms[:, None, :] + half).reshape(-1, 2)).reshape(-1, 5, 2)
-            for k, ground in enumerate(around):
-                if math.isfinite(ground[0, 0]):
-                    motion.update(str(index), k, (float(ground[0, 0]), float(ground[0, 1])), call * 100_000_000,
-                                  pixel_steps=np.stack([ground[1] - ground[2], ground[3] - ground[4]]))
+            ground, steps = projector.to_ground_with_steps(bottoms)  # as the pipeline projects contacts
+            for k, ((x, y), step) in enumerate(zip(ground, steps, strict=True)):
+                if math.isfinite(x):
+                    motion.update(str(index), k, (float(x), float(y)), call * 100_000_000, pixel_steps=step)
         obstacles_ms.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         for projector, _, lane in contacts:

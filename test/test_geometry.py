@@ -377,3 +377,21 @@ def test_riders_get_their_two_wheelers_contact_or_no_position() -> None:
                                              np.zeros((256, 512), np.uint8))
     assert rider.ground_xy_m == pytest.approx(bike.ground_xy_m)  # the bicycle's bottom, not the rider's feet
     assert alone.ground_xy_m is None and alone.range_m is None  # its feet are off the ground: no position
+
+
+def test_ground_with_steps_is_the_ground_and_the_ground_one_pixel_spans() -> None:
+    """Far away a row spans metres along the line of sight, a column centimetres across it."""
+    _, projector = _rig_geometry("front")
+    pixels = np.array([[512.0, 300.0], [512.0, 270.0]])  # the second farther away
+    ground, steps = projector.to_ground_with_steps(pixels, heights=0.1, pixel_size=(2.0, 2.0))
+    np.testing.assert_allclose(ground, projector.to_ground(pixels, 0.1))
+    row_step, column_step = np.array([0.0, 1.0]), np.array([1.0, 0.0])  # half a 2-px pixel either way
+    down = projector.to_ground(pixels + row_step, 0.1) - projector.to_ground(pixels - row_step, 0.1)
+    right = projector.to_ground(pixels + column_step, 0.1) - projector.to_ground(pixels - column_step, 0.1)
+    np.testing.assert_allclose(steps[:, 0], down)
+    np.testing.assert_allclose(steps[:, 1], right)
+    row, column = np.hypot(*steps[:, 0].T), np.hypot(*steps[:, 1].T)
+    assert (steps[:, 0, 0] < 0).all() and (row > 5 * column).all()  # a row down is nearer, and much longer
+    # range per row grows as r^2, per column as r: their ratio as the range
+    ranges = np.hypot(*ground.T)
+    assert (row[1] / column[1]) / (row[0] / column[0]) == pytest.approx(ranges[1] / ranges[0], rel=0.1)

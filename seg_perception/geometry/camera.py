@@ -177,6 +177,20 @@ class GroundProjector:
         points[too_far] = np.nan
         return points
 
+    def to_ground_with_steps(self, pixels: np.ndarray, heights: np.ndarray | float = 0.0,
+                             pixel_size: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+        """``to_ground`` of (N, 2) pixels, and (N, 2, 2) the ground one pixel of ``pixel_size`` (width, height, in
+        these pixels) spans there: per point, the displacement of one row down and of one column right. Far
+        away a row spans metres of range and a column centimetres: how a pixel's error lands on the ground."""
+        pixels = np.asarray(pixels, np.float64).reshape(-1, 2)
+        w, h = pixel_size
+        stencil = np.array([[0.0, 0.0], [0.0, 0.5 * h], [0.0, -0.5 * h], [0.5 * w, 0.0], [-0.5 * w, 0.0]])
+        heights = np.broadcast_to(np.asarray(heights, np.float64), (len(pixels),))
+        around = self.to_ground((pixels[:, None, :] + stencil).reshape(-1, 2), np.repeat(heights, 5))
+        around = around.reshape(len(pixels), 5, 2)
+        steps = np.stack([around[:, 1] - around[:, 2], around[:, 3] - around[:, 4]], axis=1)
+        return around[:, 0], steps
+
     def to_pixels(self, ground: np.ndarray) -> np.ndarray:
         """(N, 2) ground points (x, y) -> (N, 2) pixels; NaN for points behind the camera."""
         ground = np.asarray(ground, np.float64).reshape(-1, 2)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from seg_perception.ros_io.stamps import stamp_ns
+
 
 @dataclass(frozen=True)
 class EgoMotion:
@@ -42,8 +44,7 @@ class EgoMotion:
         values = (float(linear.x), float(linear.y), float(angular.z))
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"odometry twist is not finite: linear ({values[0]}, {values[1]}), yaw rate {values[2]}")
-        stamp = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
-        return cls(stamp, (values[0], values[1]), values[2])
+        return cls(stamp_ns(msg.header.stamp), (values[0], values[1]), values[2])
 
 
 @dataclass(frozen=True)

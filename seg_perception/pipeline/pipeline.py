@@ -372,16 +372,12 @@ class PerceptionPipeline:
         floating = {i for i, info in enumerate(infos) if names[info.class_id] == "rider" and i not in carriers}
         contacts = np.array([((info.centroid_xy[0] + 0.5) * sx - 0.5,
                               (info.bbox_xywh[1] + info.bbox_xywh[3]) * sy - 0.5) for info in touching])
-        heights = np.broadcast_to(self._ground_heights(frame, contacts, semantic), len(contacts))
-        # the contact and half a model pixel either way along its column and its row: the ground one pixel of
-        # the masks spans there, which sets the velocity filter's measurement noise
-        half = np.array([[0.0, 0.0], [0.0, 0.5 * sy], [0.0, -0.5 * sy], [0.5 * sx, 0.0], [-0.5 * sx, 0.0]])
-        ground = projector.to_ground((contacts[:, None, :] + half).reshape(-1, 2), np.repeat(heights, 5))
-        ground = ground.reshape(len(contacts), 5, 2)
+        # with the ground one pixel of the masks spans there: the velocity filter's measurement noise
+        ground, steps = projector.to_ground_with_steps(contacts, self._ground_heights(frame, contacts, semantic),
+                                                       pixel_size=(sx, sy))
         overhangs = dict(self.geometry[frame.camera].overhangs_m)
         out = []
-        for index, (obstacle, info, around) in enumerate(zip(obstacles, touching, ground, strict=True)):
-            x, y = around[0]
+        for index, (obstacle, info, (x, y), step) in enumerate(zip(obstacles, touching, ground, steps, strict=True)):
             # At or above the horizon, beyond max_range_m, or cut by the image's bottom edge (its contact is
             # below the view, nearer than the last row's ground, which would place it too far): no position.
             if not (math.isfinite(x) and math.isfinite(y)) or info.bbox_xywh[1] + info.bbox_xywh[3] >= model_size[1] \
@@ -391,7 +387,7 @@ class PerceptionPipeline:
             overhang = overhangs.get(obstacle.class_name, 0.0)
             x = math.copysign(max(abs(x) - overhang, 0.0), x)
             estimate = self.motion.update(frame.camera, obstacle.track_id, (float(x), float(y)), frame.stamp_ns,
-                                          pixel_steps=np.stack([around[1] - around[2], around[3] - around[4]]),
+                                          pixel_steps=step,
                                           walker=obstacle.class_name in WALKERS)
             out.append(replace(obstacle, ground_xy_m=(float(x), float(y)), range_m=float(math.hypot(x, y)),
                                bearing_rad=float(math.atan2(y, x)), velocity_xy_mps=estimate.velocity_xy_mps,

@@ -42,6 +42,7 @@ from seg_perception.geometry.camera import GeometryError, Intrinsics, Mount
 from seg_perception.geometry.grid import GridSpec
 from seg_perception.geometry.motion import EgoMotion
 from seg_perception.pipeline.pipeline import CameraGeometry, FrameResult, PerceptionPipeline
+from seg_perception.ros_io.stamps import stamp_ns
 
 TRUTH_LANES_TOPIC = GROUND_TRUTH_LANES_TOPIC
 TRUTH_OBSTACLES_TOPIC = GROUND_TRUTH_OBSTACLES_TOPIC
@@ -99,10 +100,6 @@ def truth_from_messages(stamp_ns: int, lanes_msg: Any, obstacles_msg: Any) -> Tr
     return TruthFrame(stamp_ns, lanes, obstacles)
 
 
-def _stamp(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
-
-
 @dataclass
 class _Step:
     cameras: set[str] = field(default_factory=set)  # processed with geometry, waiting for labels
@@ -144,12 +141,12 @@ class MetricReplay:
             self.pipeline.set_ego_motion(EgoMotion.from_odometry(msg))
             self.scores.odometry_messages += 1
             return
-        step = self.steps.setdefault(_stamp(msg), _Step())
+        step = self.steps.setdefault(stamp_ns(msg.header.stamp), _Step())
         if topic == TRUTH_LANES_TOPIC:
             step.lanes = msg
         else:
             step.obstacles = msg
-        self._finish_if_complete(_stamp(msg))
+        self._finish_if_complete(stamp_ns(msg.header.stamp))
 
     def after_process(self, results: Sequence[FrameResult]) -> None:
         """A batch (one time step) left the pipeline: its grid and each camera's lanes, kept until scored."""
